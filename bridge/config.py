@@ -1,0 +1,310 @@
+"""Configuration: YAML, read once into frozen typed objects.
+
+Errors are data: :func:`load` collects every problem as ``path: message``
+and raises one :class:`~bridge.errors.ConfigError`; it never exits and never
+echoes a value (a value may be a secret). ``${NAME}`` anywhere in a string
+takes text from the environment; ``${NAME:-default}`` gives a fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from bridge.errors import ConfigError
+from bridge.model import Problem
+
+ProviderName = Literal["kwtsms-http", "opentech-http", "kwtsms-smtp"]
+DEFAULT_URLS: dict[str, str] = {
+    "kwtsms-http": "https://www.kwtsms.com/API/",
+    "opentech-http": "http://www.ot-sms.com/ap/static/api/",
+}
+TEMPLATE_FIELDS = frozenset({"subject", "body", "from"})
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:2525"``, ``"[::1]:2525"`` → (host, port)."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^\[\]:]+):(\d{1,5})", value.strip())
+    if not match:
+        raise ValueError("must be host:port, with IPv6 addresses in brackets ([::1]:2525)")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError("the port must be between 0 and 65535")
+    return host, port
+
+
+def _check_listen(value: str) -> str:
+    parse_host_port(value)
+    return value.strip()
+
+
+class SmtpConfig(_Model):
+    listen: tuple[str, ...] = ("127.0.0.1:2525",)
+    hostname: str = "sms-bridge"
+    max_message_size: int = Field(default=1_048_576, ge=1024)
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _listen_list(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give at least one host:port")
+        return tuple(_check_listen(v) for v in value)
+
+
+class QueueConfig(_Model):
+    path: str = "sms-bridge-outbox.sqlite3"
+
+
+class NumbersConfig(_Model):
+    #: region for numbers written without a country code (ISO 3166, ``KW``)
+    default_region: str = "KW"
+    #: for numbers outside Kuwait: require phonenumbers' full validity check
+    #: (``true``) or only a plausible length (``false``, for fresh ranges)
+    strict: bool = True
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        import phonenumbers  # noqa: PLC0415  (only needed here)
+
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError("is not a known two-letter region code (such as KW or SA)")
+        return value.upper()
+
+
+class AccountConfig(_Model):
+    provider: ProviderName
+    #: the provider's base URL (point it at ``sms-bridge simulate`` to test)
+    url: str | None = None
+    #: KwtSMS API generation: ``"4.1"`` (POST) or ``"0.99"`` (GET with lang)
+    api: Literal["4.1", "0.99"] = "4.1"
+    username: str | None = None
+    password: SecretStr | None = None
+    uid: str | None = None
+    sender: str | None = None
+    senders: tuple[str, ...] | None = None
+    max_pages: int = Field(default=6, ge=1, le=7)
+    max_numbers: int = Field(default=1000, ge=1)
+    countries: tuple[str, ...] = ("KW",)
+    emoji: Literal["strip", "reject"] = "strip"
+    html: Literal["strip", "reject"] = "strip"
+
+    @field_validator("countries")
+    @classmethod
+    def _countries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import phonenumbers  # noqa: PLC0415
+
+        out = []
+        for item in value:
+            code = item.strip().upper()
+            if code != "*" and code not in phonenumbers.SUPPORTED_REGIONS:
+                raise ValueError(f"{item!r} is not a region code (such as KW) or *")
+            out.append(code)
+        return tuple(out)
+
+    def base_url(self) -> str:
+        return self.url or DEFAULT_URLS.get(self.provider, "")
+
+
+class RouteConfig(_Model):
+    format: Literal["kwtsms", "address"]
+    account: str
+    #: exact addresses this route serves (``sms@bridge.example``)
+    recipients: tuple[str, ...] = ()
+    #: address format: every ``<number or alias>@domain`` is this route's
+    domain: str | None = None
+    #: what to do with ``username:``/``password:`` lines in a KwtSMS body
+    body_credentials: Literal["account", "verify", "passthrough", "forbid"] = "account"
+    #: KwtSMS reads ``+`` in the text as a space
+    plus_as_space: bool = True
+    #: address format: text of the SMS from ``{subject}``, ``{body}``, ``{from}``
+    template: str = "{subject}"
+    #: address format: longer text is cut to this many pages, ending in "..."
+    max_pages: int | None = Field(default=None, ge=1, le=7)
+    sender: str | None = None
+
+    @field_validator("recipients")
+    @classmethod
+    def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if item.count("@") != 1 or item.startswith("@") or item.endswith("@"):
+                raise ValueError(f"{item!r} is not an address (local@domain)")
+        return tuple(v.strip().lower() for v in value)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is not None and ("@" in value or not value.strip()):
+            raise ValueError("give the domain alone, without local part or @")
+        return value.strip().lower().lstrip(".") if value else value
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"is not a valid template ({exc})") from None
+        unknown = names - TEMPLATE_FIELDS
+        if unknown:
+            raise ValueError(
+                f"unknown field {{{sorted(unknown)[0]}}}; "
+                f"use {', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))}"
+            )
+        return value
+
+
+class Config(_Model):
+    smtp: SmtpConfig = SmtpConfig()
+    queue: QueueConfig = QueueConfig()
+    numbers: NumbersConfig = NumbersConfig()
+    accounts: dict[str, AccountConfig]
+    routes: dict[str, RouteConfig]
+    aliases: dict[str, tuple[str, ...]] = {}
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        return {k.lower(): v for k, v in value.items()}
+
+
+def _substitute(node: Any, path: str, env: Mapping[str, str], problems: list[Problem]) -> Any:
+    if isinstance(node, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(Problem(path, f"environment variable {name} is not set"))
+            return ""
+
+        return _ENV.sub(repl, node)
+    if isinstance(node, dict):
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, f"{path}.{i}", env, problems) for i, v in enumerate(node)]
+    return node
+
+
+def _pydantic_problems(exc: ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        path = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            message = "unknown key"
+        elif kind == "missing":
+            message = "is required"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            message = message.replace("Input should be", "must be")
+        problems.append(Problem(path, message))
+    return problems
+
+
+def _cross_check(config: Config) -> list[Problem]:
+    from bridge import phone  # noqa: PLC0415  (phone imports config for types)
+
+    problems = []
+    seen_recipients: dict[str, str] = {}
+    seen_domains: dict[str, str] = {}
+    for name, route in config.routes.items():
+        path = f"routes.{name}"
+        account = config.accounts.get(route.account)
+        if account is None:
+            known = ", ".join(sorted(config.accounts)) or "none"
+            problems.append(Problem(f"{path}.account", f"no account named {route.account!r} (accounts: {known})"))
+        if not route.recipients and not route.domain:
+            problems.append(Problem(path, "give recipients (addresses) or a domain for this route"))
+        if route.format == "kwtsms" and route.domain:
+            problems.append(Problem(f"{path}.domain", "a kwtsms route serves fixed recipients, not a domain"))
+        for rcpt in route.recipients:
+            if rcpt in seen_recipients:
+                problems.append(
+                    Problem(f"{path}.recipients", f"{rcpt} is already served by route {seen_recipients[rcpt]}")
+                )
+            seen_recipients[rcpt] = name
+        if route.domain:
+            if route.domain in seen_domains:
+                problems.append(Problem(f"{path}.domain", f"already served by route {seen_domains[route.domain]}"))
+            seen_domains[route.domain] = name
+        if account is not None and route.body_credentials != "passthrough":
+            for key in ("username", "password"):
+                if getattr(account, key) is None:
+                    problems.append(
+                        Problem(
+                            f"accounts.{route.account}.{key}",
+                            f"is required: route {name} sends with the account's own credentials",
+                        )
+                    )
+    for name, account in config.accounts.items():
+        if account.provider == "opentech-http" and not account.uid:
+            problems.append(Problem(f"accounts.{name}.uid", "is required for opentech-http"))
+        if account.sender is not None and len(account.sender) > 11:
+            problems.append(Problem(f"accounts.{name}.sender", "a sender ID has at most 11 characters"))
+        if account.sender and account.senders and account.sender not in account.senders:
+            problems.append(Problem(f"accounts.{name}.sender", "is not in this account's senders list"))
+    for alias, numbers in config.aliases.items():
+        if not numbers:
+            problems.append(Problem(f"aliases.{alias}", "lists no numbers"))
+        for i, raw in enumerate(numbers):
+            result = phone.normalise(str(raw), config.numbers.default_region)
+            if result.problem:
+                problems.append(Problem(f"aliases.{alias}.{i}", result.problem))
+    return problems
+
+
+def load_text(text: str, *, env: Mapping[str, str] | None = None, source: str = "config") -> Config:
+    """Parse a YAML document into a :class:`Config`, or raise :class:`ConfigError`."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = getattr(exc, "problem", None) or "cannot be read"
+        raise ConfigError([Problem(source, f"not valid YAML at {where}: {problem}")]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([Problem(source, "must be a mapping of keys (smtp:, accounts:, routes:, ...)")])
+    problems: list[Problem] = []
+    data = _substitute(raw, "", os.environ if env is None else env, problems)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(problems + _pydantic_problems(exc)) from None
+    problems += _cross_check(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and parse the config file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), f"cannot be read: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([Problem(str(path), "is not UTF-8 text")]) from None
+    return load_text(text, env=env, source=str(path))

@@ -1,0 +1,1 @@
+"""Input formats: an inbound mail → a :class:`~bridge.model.Draft`. Pure."""

@@ -1,0 +1,56 @@
+"""One mail → a :class:`~bridge.model.Verdict`: routes, formats, validation. Pure."""
+
+from __future__ import annotations
+
+from bridge.config import Config
+from bridge.formats import address, kwtsms
+from bridge.model import Draft, InboundMail, Problem, SmsRequest, Verdict
+from bridge.routing import route_for
+from bridge.validate import validate
+
+DEFAULT_ADDRESS_PAGES = 1
+
+
+def decide(mail: InboundMail, config: Config) -> Verdict:
+    """Every SMS ``mail`` asks for, or every problem with it."""
+    problems: list[Problem] = []
+    warnings: list[str] = list(mail.notes)
+    requests: list[SmsRequest] = []
+    if not mail.rcpt_tos:
+        problems.append(Problem("recipient", "the mail has no recipient"))
+    by_route: dict[str, list[str]] = {}
+    for rcpt in mail.rcpt_tos:
+        found = route_for(rcpt, config)
+        if found is None:
+            problems.append(Problem("recipient", f"{rcpt} is not an address this bridge serves"))
+        else:
+            by_route.setdefault(found[0], []).append(rcpt)
+    for name, rcpts in by_route.items():
+        route = config.routes[name]
+        account = config.accounts[route.account]
+        draft: Draft
+        if route.format == "kwtsms":
+            if not mail.body.strip():
+                problems.append(
+                    Problem("body", "the mail has no text body; write the KwtSMS fields (mobile:, text:, ...) in it")
+                )
+                continue
+            draft = kwtsms.parse(mail.body, name, plus_as_space=route.plus_as_space)
+        else:
+            draft = address.parse(
+                mail,
+                name,
+                rcpts,
+                aliases=config.aliases,
+                template=route.template,
+                sender=route.sender,
+                max_pages=route.max_pages or DEFAULT_ADDRESS_PAGES,
+            )
+        outcome = validate(draft, account_name=route.account, account=account, route=route, numbers=config.numbers)
+        problems.extend(outcome.problems)
+        warnings.extend(outcome.warnings)
+        if outcome.request is not None:
+            requests.append(outcome.request)
+    if problems:
+        return Verdict((), tuple(problems), tuple(warnings))
+    return Verdict(tuple(requests), (), tuple(warnings))
