@@ -7,22 +7,35 @@ command failed, 2 wrong usage, 66 input file missing, 78 bad configuration.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bridge import __version__
-from bridge.config import Config, load
-from bridge.errors import ConfigError
+from bridge.config import Config, RouteConfig, load, parse_host_port
+from bridge.errors import AmbiguousDelivery, ConfigError, DeliveryError, TransientDelivery
 from bridge.intake import decide
 from bridge.mail import parse_mail
-from bridge.model import Verdict
+from bridge.model import Draft, Problem, SmsRequest, Verdict
+from bridge.providers import Provider, Sent, chunks
+from bridge.validate import validate
 
 EX_USAGE = 2
 EX_NOINPUT = 66
 EX_CONFIG = 78
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Plain lines on stderr for journald. httpx and httpcore log request URLs,
+    and a KwtSMS v0.99 URL carries the password: they stay at WARNING."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "aiohttp.access", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _load_config(path: str) -> Config:
@@ -101,6 +114,171 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if verdict.ok else 1
 
 
+def describe_failure(exc: DeliveryError) -> str:
+    code = f"{exc.code}: " if exc.code else ""
+    if isinstance(exc, TransientDelivery):
+        after = f" (retry after {exc.retry_after:g} s)" if exc.retry_after else ""
+        return f"not sent, try again later: {code}{exc.reason}{after}"
+    if isinstance(exc, AmbiguousDelivery):
+        return f"unknown: {exc.reason}; not resent, check the provider's records before sending again"
+    return f"failed: {code}{exc.reason}"
+
+
+def describe_sent(sent: Sent) -> str:
+    parts = [f"{sent.numbers} number(s)"]
+    if sent.message_id:
+        parts.append(f"msg-id {sent.message_id}")
+    if sent.points is not None:
+        parts.append(f"{sent.points} point(s) charged")
+    if sent.balance_after is not None:
+        parts.append(f"balance after {sent.balance_after:g}")
+    verb = "sent" if sent.confirmed else "handed to the mail relay (KwtSMS does not confirm mail)"
+    return f"{verb}: " + ", ".join(parts)
+
+
+def _account(config: Config, name: str) -> None:
+    if name not in config.accounts:
+        known = ", ".join(sorted(config.accounts))
+        raise ConfigError([Problem("--account", f"no account named {name!r} (accounts: {known})")])
+
+
+async def _send_chunks(provider: Provider, request: SmsRequest, test: bool) -> int:
+    failures = 0
+    parts = list(chunks(request.numbers))
+    for i, numbers in enumerate(parts, start=1):
+        part = replace(request, numbers=numbers, points=request.pages * len(numbers))
+        label = f"[{i}/{len(parts)}] " if len(parts) > 1 else ""
+        try:
+            sent = await provider.send(part, test=test)
+        except DeliveryError as exc:
+            failures += 1
+            print(f"{label}{describe_failure(exc)}")
+        else:
+            print(f"{label}{describe_sent(sent)}")
+    return failures
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    config = _load_config(args.config)
+    _account(config, args.account)
+    account = config.accounts[args.account]
+    numbers = tuple(n for item in args.to for n in item.split(",") if n.strip())
+    draft = Draft(route="cli", numbers=numbers, numbers_field="to", text=args.text, sender=args.sender, lang=args.lang)
+    route = RouteConfig(format="kwtsms", account=args.account, recipients=("cli@localhost",))
+    outcome = validate(draft, account_name=args.account, account=account, route=route, numbers=config.numbers)
+    for warning in outcome.warnings:
+        print(f"warning: {warning}")
+    if outcome.request is None:
+        print(f"not sent: {len(outcome.problems)} problem(s)")
+        for p in outcome.problems:
+            print(f"  {p.field}: {p.message}")
+        return 1
+    r = outcome.request
+    test = " (test)" if args.test or account.test else ""
+    print(
+        f"sending{test} via {args.account} ({account.provider}): {len(r.numbers)} number(s), {r.encoding}, {r.pages} page(s), {r.points} point(s)"
+    )
+
+    async def run() -> int:
+        from bridge.app import open_providers  # noqa: PLC0415  (keeps `check` free of network imports)
+
+        async with open_providers(config) as providers:
+            return await _send_chunks(providers[args.account], r, args.test)
+
+    return 0 if asyncio.run(run()) == 0 else 1
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    config = _load_config(args.config)
+    names = [args.account] if args.account else list(config.accounts)
+    for name in names:
+        _account(config, name)
+
+    async def run() -> int:
+        from bridge.app import open_providers  # noqa: PLC0415
+
+        failures = 0
+        async with open_providers(config) as providers:
+            for name in names:
+                try:
+                    balance = await providers[name].balance()
+                except DeliveryError as exc:
+                    failures += 1
+                    print(f"{name}: {describe_failure(exc)}")
+                    continue
+                available = "unknown" if balance.available is None else f"{balance.available:g}"
+                purchased = "" if balance.purchased is None else f" of {balance.purchased:g} purchased"
+                print(f"{name}: {available} points available{purchased}")
+        return failures
+
+    return 0 if asyncio.run(run()) == 0 else 1
+
+
+def cmd_senders(args: argparse.Namespace) -> int:
+    config = _load_config(args.config)
+    _account(config, args.account)
+
+    async def run() -> int:
+        from bridge.app import open_providers  # noqa: PLC0415
+
+        async with open_providers(config) as providers:
+            try:
+                senders = await providers[args.account].sender_ids()
+            except DeliveryError as exc:
+                print(f"{args.account}: {describe_failure(exc)}")
+                return 1
+        for sender in senders:
+            print(sender)
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from bridge.simulator import Simulator, default_accounts, load_accounts, serve  # noqa: PLC0415
+
+    try:
+        host, port = parse_host_port(args.listen)
+    except ValueError as exc:
+        print(f"sms-bridge: --listen: {exc}", file=sys.stderr)
+        return EX_USAGE
+    accounts = load_accounts(Path(args.accounts)) if args.accounts else default_accounts()
+    simulator = Simulator(
+        accounts,
+        max_rate=args.max_rate,
+        repeat_window=args.repeat_window,
+        jsonl=Path(args.jsonl) if args.jsonl else None,
+    )
+    for fault in args.fault or []:
+        kind, _, count = fault.partition(":")
+        simulator.arm(kind, int(count or 0))
+
+    def ready(bound: int) -> None:
+        print(f"simulator listening on http://{host}:{bound}", flush=True)
+        for provider, items in (("KwtSMS", simulator.kwtsms), ("OpenTech", simulator.opentech)):
+            for acc in items.values():
+                uid = f" uid={acc.uid}" if acc.uid else ""
+                print(
+                    f"  {provider} account {acc.username}{uid}: {acc.balance:g} points, senders {', '.join(acc.senders)}"
+                )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal  # noqa: PLC0415
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(host, port, simulator, stop, ready)
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        print(f"sms-bridge: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sms-bridge", description="An email-to-SMS bridge for KwtSMS and OpenTech.")
     parser.add_argument("--version", action="version", version=f"sms-bridge {__version__}")
@@ -122,11 +300,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mail-from", metavar="ADDRESS", default=None, help="the envelope sender (default: From:)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("send", help="validate one SMS exactly as mail is validated, then make one provider call")
+    config_arg(p)
+    p.add_argument("--account", required=True, help="the account to send with")
+    p.add_argument(
+        "--to", required=True, nargs="+", action="extend", metavar="NUMBER", help="numbers (also comma-separated)"
+    )
+    p.add_argument("--text", required=True)
+    p.add_argument("--sender", default=None, help="sender ID (default: the account's)")
+    p.add_argument("--lang", default=None, choices=["1", "2", "3", "4"], help="KwtSMS lang (default: detected)")
+    p.add_argument("--test", action="store_true", help="KwtSMS test mode: queued, not delivered (points are deducted)")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("balance", help="ask the provider for the account balance")
+    config_arg(p)
+    p.add_argument("--account", default=None, help="one account (default: all)")
+    p.set_defaults(func=cmd_balance)
+
+    p = sub.add_parser("senders", help="list the sender IDs the provider allows the account")
+    config_arg(p)
+    p.add_argument("--account", required=True)
+    p.set_defaults(func=cmd_senders)
+
+    p = sub.add_parser("simulate", help="run a local stand-in for the KwtSMS and OpenTech HTTP APIs")
+    p.add_argument("--listen", default="127.0.0.1:8800", metavar="HOST:PORT")
+    p.add_argument(
+        "--accounts", default=None, metavar="FILE", help="YAML file of simulated accounts (default: demo accounts)"
+    )
+    p.add_argument(
+        "--jsonl", default=None, metavar="FILE", help="also append each delivered SMS to FILE as a JSON line"
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        metavar="MODE[:COUNT]",
+        help="drop, drop-before, http500 or slow, for COUNT requests (default: all)",
+    )
+    p.add_argument(
+        "--max-rate", type=float, default=5.0, help="requests per second per IP before lockout (0: no limit)"
+    )
+    p.add_argument(
+        "--repeat-window", type=float, default=15.0, help="seconds before the same number may be sent again (ERR028)"
+    )
+    p.set_defaults(func=cmd_simulate)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging()
     try:
         result: int = args.func(args)
     except ConfigError as exc:

@@ -106,6 +106,23 @@ class AccountConfig(_Model):
     countries: tuple[str, ...] = ("KW",)
     emoji: Literal["strip", "reject"] = "strip"
     html: Literal["strip", "reject"] = "strip"
+    #: provider requests per second from this process (KwtSMS blocks an IP above 5)
+    rate: float = Field(default=2.0, gt=0, le=50)
+    #: seconds to wait for a provider's reply
+    timeout: float = Field(default=30.0, gt=0, le=600)
+    #: KwtSMS v4.1 ``test=1``: queued at KwtSMS, never delivered (points are still deducted)
+    test: bool = False
+    #: KwtSMS v4.1 reply format
+    reply_format: Literal["json", "text"] = "json"
+    #: OpenTech: a reply matching this pattern is a success (the API does not document one)
+    success_pattern: str = r"(?i)\b(ok|success(ful(ly)?)?|sent|accepted|queued)\b|^\s*\d+\s*$"
+    #: kwtsms-smtp: where the rewritten mail goes, and through which smarthost
+    relay_to: str = "sms@kwtsms.com"
+    mail_from: str | None = None
+    smarthost: str | None = None
+    smarthost_tls: Literal["starttls", "tls", "none"] = "starttls"
+    smarthost_username: str | None = None
+    smarthost_password: SecretStr | None = None
 
     @field_validator("countries")
     @classmethod
@@ -119,6 +136,20 @@ class AccountConfig(_Model):
                 raise ValueError(f"{item!r} is not a region code (such as KW) or *")
             out.append(code)
         return tuple(out)
+
+    @field_validator("success_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"is not a valid regular expression ({exc})") from None
+        return value
+
+    @field_validator("smarthost")
+    @classmethod
+    def _smarthost(cls, value: str | None) -> str | None:
+        return None if value is None else _check_listen(value)
 
     def base_url(self) -> str:
         return self.url or DEFAULT_URLS.get(self.provider, "")
@@ -172,6 +203,17 @@ class RouteConfig(_Model):
         return value
 
 
+class SimulatorConfig(_Model):
+    #: run ``sms-bridge simulate`` inside the bridge (for trying the bridge out)
+    enabled: bool = False
+    listen: str = "127.0.0.1:8800"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _check_listen(value)
+
+
 class Config(_Model):
     smtp: SmtpConfig = SmtpConfig()
     queue: QueueConfig = QueueConfig()
@@ -179,6 +221,7 @@ class Config(_Model):
     accounts: dict[str, AccountConfig]
     routes: dict[str, RouteConfig]
     aliases: dict[str, tuple[str, ...]] = {}
+    simulator: SimulatorConfig = SimulatorConfig()
 
     @field_validator("aliases")
     @classmethod
@@ -260,6 +303,10 @@ def _cross_check(config: Config) -> list[Problem]:
     for name, account in config.accounts.items():
         if account.provider == "opentech-http" and not account.uid:
             problems.append(Problem(f"accounts.{name}.uid", "is required for opentech-http"))
+        if account.provider == "kwtsms-smtp":
+            for key in ("smarthost", "mail_from"):
+                if getattr(account, key) is None:
+                    problems.append(Problem(f"accounts.{name}.{key}", "is required for kwtsms-smtp"))
         if account.sender is not None and len(account.sender) > 11:
             problems.append(Problem(f"accounts.{name}.sender", "a sender ID has at most 11 characters"))
         if account.sender and account.senders and account.sender not in account.senders:

@@ -1,0 +1,115 @@
+"""OpenTech (ot-sms.com) over HTTP: ``sms_send_bulk.php`` and ``sms_balance.php``.
+
+The API documents its four error sentences and nothing else: not the success
+reply, not the separator for several recipients. So: the known sentences are
+permanent failures; a reply matching the account's ``success_pattern`` is a
+success; anything else is ambiguous (the SMS may have gone out), never success.
+Text that GSM-7 cannot carry goes as UCS-2 big-endian hex with ``dcs=1``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from bridge.config import AccountConfig
+from bridge.errors import AmbiguousDelivery, PermanentDelivery
+from bridge.model import SmsRequest
+from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, RateLimiter, Sent
+from bridge.providers._http import raise_for_server_status, request
+
+#: documented error sentence (lower case) → plain words
+ERRORS: dict[str, str] = {
+    "invalid credential!": "wrong OpenTech username or password",
+    "the username wasn't found in our system or the password provided was wrong!": (
+        "OpenTech does not know this username, or the password is wrong"
+    ),
+    "invalid customer!": "this OpenTech user is not set up as a customer (check the uid)",
+    "invalid sender or not activated yet!": "the sender ID is unknown or not yet activated at OpenTech",
+}
+
+
+def ucs2_hex(text: str) -> str:
+    """``"Tت"`` → ``"0054062A"``: four hex digits per character."""
+    if any(ord(ch) > 0xFFFF for ch in text):
+        raise PermanentDelivery(
+            "the text has characters outside the Basic Multilingual Plane, which OpenTech cannot send"
+        )
+    return "".join(f"{ord(ch):04X}" for ch in text)
+
+
+def parse_send_reply(body: str, success_pattern: str) -> Sent:
+    text = body.strip()
+    words = ERRORS.get(text.lower())
+    if words is None:
+        for sentence, plain in ERRORS.items():
+            if sentence in text.lower():
+                words = plain
+                break
+    if words is not None:
+        raise PermanentDelivery(words, code=text[:80], raw=text[:500])
+    if text and re.search(success_pattern, text):
+        match = re.search(r"[A-Za-z0-9-]{6,}|\d+", text.split(":", 1)[-1])
+        return Sent(message_id=match.group(0) if match else "", numbers=0, raw=text[:500])
+    raise AmbiguousDelivery(
+        "OpenTech replied with something that is neither a known error nor a success", raw=text[:500]
+    )
+
+
+class OpenTechHttp:
+    """One OpenTech account over HTTP."""
+
+    def __init__(self, name: str, account: AccountConfig, client: httpx.AsyncClient, limiter: RateLimiter) -> None:
+        self.name = name
+        self.account = account
+        self.client = client
+        self.limiter = limiter
+        self.base = account.base_url().rstrip("/") + "/"
+
+    def __repr__(self) -> str:
+        return f"OpenTechHttp(account={self.name!r}, url={self.base!r})"
+
+    def _auth(self, request: SmsRequest | None = None) -> dict[str, str]:
+        if request is not None and request.credentials is not None:
+            username, password = request.credentials.username, request.credentials.password
+        else:
+            username = self.account.username or ""
+            password = self.account.password.get_secret_value() if self.account.password else ""
+        return {"uid": self.account.uid or "", "username": username, "password": password}
+
+    async def _get(self, script: str, params: dict[str, str]) -> str:
+        await self.limiter.wait()
+        response = await request(
+            self.client, "GET", self.base + script, params=params, reply_within=self.account.timeout
+        )
+        body = response.text
+        if response.status_code >= 400:
+            raise_for_server_status(response, body)
+        return body
+
+    async def send(self, request: SmsRequest, *, test: bool = False) -> Sent:
+        if len(request.numbers) > MAX_NUMBERS_PER_CALL:
+            raise PermanentDelivery(f"{len(request.numbers)} numbers in one call; split them first")
+        if test:
+            raise PermanentDelivery("OpenTech has no test mode; send without --test")
+        params = self._auth(request) | {"sender": request.sender, "recipient": ",".join(request.numbers)}
+        if request.encoding == "gsm7":
+            params["msg"] = request.text
+        else:
+            params["msg"] = ucs2_hex(request.text)
+            params["dcs"] = "1"
+        body = await self._get("sms_send_bulk.php", params)
+        sent = parse_send_reply(body, self.account.success_pattern)
+        return Sent(sent.message_id, len(request.numbers), request.points, None, sent.raw)
+
+    async def balance(self) -> Balance:
+        body = await self._get("sms_balance.php", self._auth())
+        text = body.strip()
+        if text.lower() in ERRORS:
+            raise PermanentDelivery(ERRORS[text.lower()], raw=text[:500])
+        match = re.search(r"-?\d+(?:\.\d+)?", text)
+        return Balance(float(match.group(0)) if match else None, None, raw=text[:500])
+
+    async def sender_ids(self) -> list[str]:
+        raise PermanentDelivery("OpenTech has no API to list sender IDs")
