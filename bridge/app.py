@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import signal
+import socket
 import sys
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 
 from bridge import __version__
 from bridge.config import Config, parse_host_port
+from bridge.dispatch import Dispatcher
+from bridge.errors import BridgeError
+from bridge.ingress.smtp import ConnectionLimits, Handler, protocol_factory, tls_context
+from bridge.notify import Notifier
+from bridge.outbox import SqliteOutbox, op_prune_seen, op_recover, op_release_held_notices
 from bridge.providers import Provider, RateLimiter, build
 from bridge.simulator import Simulator
 
@@ -49,3 +61,108 @@ async def open_providers(config: Config) -> AsyncIterator[dict[str, Provider]]:
             name: build(name, account, client, RateLimiter(account.rate)) for name, account in config.accounts.items()
         }
         yield providers
+
+
+def notify_systemd(state: str) -> None:
+    """Tell systemd (``Type=notify``) about readiness or stopping; no-op elsewhere."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
+
+
+async def _bind(config: Config, handler: Handler, limits: ConnectionLimits) -> list[asyncio.Server]:
+    loop = asyncio.get_running_loop()
+    context = tls_context(config)
+    servers: list[asyncio.Server] = []
+    for listener in config.smtp.listeners():
+        host, port = parse_host_port(listener.address)
+        factory = protocol_factory(config, handler, listener, limits, context)
+        try:
+            server = await loop.create_server(
+                factory, host, port, ssl=context if listener.tls == "implicit" else None, reuse_address=True
+            )
+        except OSError as exc:
+            for done in servers:
+                done.close()
+            raise BridgeError(f"cannot listen on {listener.address}: {exc.strerror or exc}") from exc
+        servers.append(server)
+    return servers
+
+
+async def serve(
+    config: Config,
+    *,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[list[tuple[str, int]]], None] | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run the bridge until ``stop`` is set (or SIGTERM/SIGINT), then drain and return.
+
+    SMTP server, dispatcher and notifier live in one task group: if one of them
+    fails, the others are cancelled and the error propagates (the process
+    exits non-zero and systemd restarts it; nothing acknowledged is lost).
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    grace = config.dispatch.grace
+    async with AsyncExitStack() as stack:
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+                stack.callback(loop.remove_signal_handler, sig)
+        outbox = await stack.enter_async_context(
+            SqliteOutbox(config.queue.path, dedupe_window=config.queue.dedupe_window)
+        )
+        at_least_once = [n for n, a in config.accounts.items() if a.at_least_once]
+        now = time.time()
+        recovered = await outbox.run(lambda c: op_recover(c, now, at_least_once))
+        await outbox.run(lambda c: op_release_held_notices(c))
+        await outbox.run(lambda c: op_prune_seen(c, now - config.queue.dedupe_window))
+        if any(recovered.values()):
+            log.warning(
+                "recovered after an unclean stop: %d requeued, %d unknown (may have been sent), %d queued again (at-least-once)",
+                recovered["requeued"],
+                recovered["unknown"],
+                recovered["resent"],
+            )
+        providers = await stack.enter_async_context(open_providers(config))
+        notifier = Notifier(config, outbox)
+        dispatcher = Dispatcher(config, outbox, providers, on_notice=notifier.wake)
+        handler = Handler(config, outbox, dispatcher, on_notice=notifier.wake)
+        limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_client)
+        servers = await _bind(config, handler, limits)
+        bound = [(str(s.sockets[0].getsockname()[0]), int(s.sockets[0].getsockname()[1])) for s in servers]
+        log.info("sms-bridge %s listening on %s", __version__, ", ".join(f"{h}:{p}" for h, p in bound))
+        dispatch_stop, notify_stop = asyncio.Event(), asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            dispatching = tg.create_task(dispatcher.run(dispatch_stop), name="dispatcher")
+            tg.create_task(notifier.run(notify_stop), name="notifier")
+            notify_systemd("READY=1")
+            if ready is not None:
+                ready(bound)
+            await stop.wait()
+            notify_systemd("STOPPING=1")
+            log.info("stopping: no new mail; finishing what is in flight (up to %.0f s)", grace)
+            handler.stopping = True
+            for server in servers:
+                server.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await handler.idle.wait()
+            limits.close_all()
+            dispatch_stop.set()
+            done, _ = await asyncio.wait([dispatching], timeout=grace)
+            if not done:
+                log.warning(
+                    "deliveries still in flight after %.0f s; they will be marked unknown at the next start", grace
+                )
+                dispatching.cancel()
+            notify_stop.set()
+        for server in servers:
+            await server.wait_closed()
+    log.info("stopped")

@@ -18,7 +18,7 @@ from typing import Any
 
 from bridge import __version__
 from bridge.config import Config, RouteConfig, load, parse_host_port
-from bridge.errors import AmbiguousDelivery, ConfigError, DeliveryError, TransientDelivery
+from bridge.errors import AmbiguousDelivery, BridgeError, ConfigError, DeliveryError, TransientDelivery
 from bridge.intake import decide
 from bridge.mail import parse_mail
 from bridge.model import Draft, Problem, SmsRequest, Verdict
@@ -27,7 +27,9 @@ from bridge.validate import validate
 
 EX_USAGE = 2
 EX_NOINPUT = 66
+EX_SOFTWARE = 70
 EX_CONFIG = 78
+log = logging.getLogger("bridge")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -279,6 +281,109 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bridge.app import serve  # noqa: PLC0415
+
+    config = _load_config(args.config)
+    try:
+        asyncio.run(serve(config))
+    except BridgeError as exc:
+        log.error("%s", exc)
+        return 1
+    except Exception as exc:  # a crashed component ends the process; systemd restarts it
+        log.critical(
+            "sms-bridge stopped after an internal error (%s); nothing acknowledged is lost",
+            type(exc).__name__,
+            exc_info=exc,
+        )
+        return EX_SOFTWARE
+    return 0
+
+
+def _when(ts: float) -> str:
+    import datetime as dt  # noqa: PLC0415
+
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    import time  # noqa: PLC0415
+
+    from bridge import outbox  # noqa: PLC0415
+    from bridge.dispatch import numbers_for_log  # noqa: PLC0415
+
+    config = _load_config(args.config)
+    path = Path(config.queue.path)
+    if not path.exists():
+        print(f"sms-bridge: no outbox at {path} yet (queue.path); start the bridge first", file=sys.stderr)
+        return 1
+    conn = outbox.connect(path)
+    try:
+        if args.action == "list":
+            rows = outbox.op_list(conn, args.state, args.limit)
+            counts = outbox.op_counts(conn)
+            print("  ".join(f"{k}={v}" for k, v in counts.items() if v) or "the outbox is empty")
+            for r in rows:
+                error = f"  {r.last_code + ' ' if r.last_code else ''}{r.last_error}" if r.last_error else ""
+                print(
+                    f"{r.id:<22} {r.state:<9} {r.account:<10} {numbers_for_log(r.numbers):<28} "
+                    f"attempts={r.attempts} {_when(r.updated)}{error}"
+                )
+            return 0
+        if args.action == "show":
+            rows = outbox.op_get(conn, args.id)
+            if not rows:
+                print(f"sms-bridge: no message {args.id}", file=sys.stderr)
+                return 1
+            for r in rows:
+                print(f"id:              {r.id}")
+                print(f"state:           {r.state} (attempts {r.attempts}; updated {_when(r.updated)})")
+                if r.state == "queued":
+                    print(f"next attempt:    {_when(r.next_attempt)}")
+                print(f"accepted:        {_when(r.created)} via {r.via} from {r.mail_from or '<>'}")
+                print(f"recipients:      {', '.join(r.rcpts)}")
+                print(f"message-id:      {r.message_id or '(none)'}")
+                print(f"route/account:   {r.route} / {r.account} ({r.provider})")
+                print(f"sender:          {r.sender}")
+                print(f"numbers:         {', '.join(r.numbers)} ({len(r.numbers)})")
+                print(f"text:            {r.text}")
+                print(f"size:            {r.encoding}, {r.pages} page(s), {r.points} point(s)")
+                if r.credentials is not None:
+                    print("credentials:     from the mail body (held until delivery, then erased)")
+                if r.provider_msg_id:
+                    confirmed = "" if r.confirmed is not False else " (handed to the mail relay)"
+                    print(f"provider id:     {r.provider_msg_id}{confirmed}")
+                if r.points_charged is not None:
+                    print(
+                        f"points charged:  {r.points_charged}"
+                        + (f", balance after {r.balance_after:g}" if r.balance_after is not None else "")
+                    )
+                if r.last_error:
+                    print(f"last error:      {r.last_code + ' ' if r.last_code else ''}{r.last_error}")
+                if r.provider_reply:
+                    print(f"provider reply:  {r.provider_reply[:300]}")
+                if r.notice != "none":
+                    print(f"failure notice:  {r.notice}")
+                print()
+            return 0
+        conn.execute("BEGIN IMMEDIATE")
+        if args.action == "retry":
+            ids = outbox.op_requeue(conn, args.id, time.time())
+            verb, hint = "queued again", "only failed, unknown, expired or cancelled messages can be retried"
+        else:
+            ids = outbox.op_cancel(conn, args.id, time.time())
+            verb, hint = "cancelled", "only queued messages can be cancelled"
+        conn.execute("COMMIT")
+        if not ids:
+            print(f"sms-bridge: nothing to do for {args.id}: {hint}", file=sys.stderr)
+            return 1
+        for i in ids:
+            print(f"{i}: {verb}")
+        return 0
+    finally:
+        conn.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sms-bridge", description="An email-to-SMS bridge for KwtSMS and OpenTech.")
     parser.add_argument("--version", action="version", version=f"sms-bridge {__version__}")
@@ -323,6 +428,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", required=True)
     p.set_defaults(func=cmd_senders)
 
+    p = sub.add_parser("serve", help="run the bridge: SMTP in, outbox, dispatch")
+    config_arg(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("queue", help="look at and act on the outbox")
+    config_arg(p)
+    qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = qsub.add_parser("list", help="recent messages, newest first")
+    q.add_argument(
+        "--state", choices=["queued", "claimed", "sending", "sent", "failed", "unknown", "expired", "cancelled"]
+    )
+    q.add_argument("--limit", type=int, default=50)
+    for action, text in (
+        ("show", "everything about one message"),
+        ("retry", "send a failed, unknown, expired or cancelled message again"),
+        ("cancel", "do not send a queued message"),
+    ):
+        q = qsub.add_parser(action, help=text)
+        q.add_argument("id", help="the id from the 250 reply or queue list")
+    p.set_defaults(func=cmd_queue)
+
     p = sub.add_parser("simulate", help="run a local stand-in for the KwtSMS and OpenTech HTTP APIs")
     p.add_argument("--listen", default="127.0.0.1:8800", metavar="HOST:PORT")
     p.add_argument(
@@ -335,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault",
         action="append",
         metavar="MODE[:COUNT]",
-        help="drop, drop-before, http500 or slow, for COUNT requests (default: all)",
+        help="drop, drop-before, http500, http503 or slow, for COUNT requests (default: all)",
     )
     p.add_argument(
         "--max-rate", type=float, default=5.0, help="requests per second per IP before lockout (0: no limit)"

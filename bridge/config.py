@@ -51,26 +51,116 @@ def _check_listen(value: str) -> str:
     return value.strip()
 
 
+class ListenerConfig(_Model):
+    address: str
+    #: ``starttls`` offers STARTTLS, ``implicit`` is TLS from the first byte (port 465);
+    #: default: ``starttls`` when ``smtp.tls_cert`` is set, else ``none``
+    tls: Literal["none", "starttls", "implicit"] | None = None
+    #: allow AUTH without TLS on this listener (for LAN devices that cannot do TLS)
+    plaintext_auth: bool = False
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _check_listen(value)
+
+
 class SmtpConfig(_Model):
-    listen: tuple[str, ...] = ("127.0.0.1:2525",)
+    #: ``host:port`` strings, or mappings with ``address``, ``tls``, ``plaintext_auth``
+    listen: tuple[ListenerConfig, ...] = (ListenerConfig(address="127.0.0.1:2525"),)
     hostname: str = "sms-bridge"
     max_message_size: int = Field(default=1_048_576, ge=1024)
+    max_recipients: int = Field(default=50, ge=1)
+    max_connections: int = Field(default=100, ge=1)
+    max_connections_per_client: int = Field(default=20, ge=1)
+    #: seconds a client may stay silent before it is disconnected
+    timeout: float = Field(default=300.0, gt=0)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: clients from these networks may send without AUTH
+    allow_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    #: SMTP AUTH users (PLAIN, LOGIN) and their passwords (use ``${ENV}``)
+    users: dict[str, SecretStr] = {}
 
     @field_validator("listen", mode="before")
     @classmethod
     def _listen_list(cls, value: Any) -> Any:
-        return (value,) if isinstance(value, str) else value
+        items = [value] if isinstance(value, str | dict) else value
+        if isinstance(items, list | tuple):
+            return [{"address": v} if isinstance(v, str) else v for v in items]
+        return value
 
     @field_validator("listen")
     @classmethod
-    def _listen_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _listen_given(cls, value: tuple[ListenerConfig, ...]) -> tuple[ListenerConfig, ...]:
         if not value:
             raise ValueError("give at least one host:port")
-        return tuple(_check_listen(v) for v in value)
+        return value
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress  # noqa: PLC0415
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network (such as 192.168.1.0/24)") from None
+        return value
+
+    def listeners(self) -> list[ListenerConfig]:
+        default_tls: Literal["none", "starttls"] = "starttls" if self.tls_cert else "none"
+        out = []
+        for listener in self.listen:
+            if listener.tls is None:
+                listener = listener.model_copy(update={"tls": default_tls})
+            out.append(listener)
+        return out
+
+
+class DispatchConfig(_Model):
+    #: seconds to wait before each retry of a transient failure; the last one repeats
+    retry_schedule: tuple[float, ...] = (30, 60, 120, 300, 600, 900)
+    #: each wait is spread by up to this fraction, so retries do not arrive together
+    jitter: float = Field(default=0.2, ge=0, le=1)
+    #: give up (state ``expired``) on an SMS not sent this many seconds after it was accepted
+    max_age: float = Field(default=86400.0, gt=0)
+    #: provider calls in flight at once, per account
+    in_flight: int = Field(default=4, ge=1, le=64)
+    #: combine identical text to different numbers into one provider call (≤ 200 numbers)
+    combine: bool = True
+    #: seconds SIGTERM waits for deliveries in flight
+    grace: float = Field(default=30.0, ge=0)
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(v <= 0 for v in value):
+            raise ValueError("give one or more positive numbers of seconds")
+        return value
+
+
+class NotifyConfig(_Model):
+    #: where failure notices are mailed out (``host:port``); none: notices are only logged
+    smarthost: str | None = None
+    tls: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    #: the From: of failure notices (the envelope sender is always <>)
+    sender: str = "mailer-daemon@sms-bridge.invalid"
+
+    @field_validator("smarthost")
+    @classmethod
+    def _smarthost(cls, value: str | None) -> str | None:
+        return None if value is None else _check_listen(value)
 
 
 class QueueConfig(_Model):
     path: str = "sms-bridge-outbox.sqlite3"
+    #: a mail resubmitted with the same Message-ID, sender and body within this
+    #: many seconds (a client retrying after a lost reply) is not queued again
+    dedupe_window: float = Field(default=86400.0, ge=0)
 
 
 class NumbersConfig(_Model):
@@ -112,6 +202,8 @@ class AccountConfig(_Model):
     timeout: float = Field(default=30.0, gt=0, le=600)
     #: KwtSMS v4.1 ``test=1``: queued at KwtSMS, never delivered (points are still deducted)
     test: bool = False
+    #: resend after an ambiguous outcome (may send twice; costs points twice)
+    at_least_once: bool = False
     #: KwtSMS v4.1 reply format
     reply_format: Literal["json", "text"] = "json"
     #: OpenTech: a reply matching this pattern is a success (the API does not document one)
@@ -171,6 +263,10 @@ class RouteConfig(_Model):
     #: address format: longer text is cut to this many pages, ending in "..."
     max_pages: int | None = Field(default=None, ge=1, le=7)
     sender: str | None = None
+    #: ``queued``: 250 once stored; ``delivered``: hold the reply while the first attempt runs
+    ack: Literal["queued", "delivered"] = "queued"
+    #: seconds a ``delivered`` reply waits before answering ``250 queued``
+    ack_timeout: float = Field(default=10.0, gt=0, le=120)
 
     @field_validator("recipients")
     @classmethod
@@ -221,6 +317,8 @@ class Config(_Model):
     accounts: dict[str, AccountConfig]
     routes: dict[str, RouteConfig]
     aliases: dict[str, tuple[str, ...]] = {}
+    dispatch: DispatchConfig = DispatchConfig()
+    notify: NotifyConfig = NotifyConfig()
     simulator: SimulatorConfig = SimulatorConfig()
 
     @field_validator("aliases")
@@ -311,6 +409,13 @@ def _cross_check(config: Config) -> list[Problem]:
             problems.append(Problem(f"accounts.{name}.sender", "a sender ID has at most 11 characters"))
         if account.sender and account.senders and account.sender not in account.senders:
             problems.append(Problem(f"accounts.{name}.sender", "is not in this account's senders list"))
+    if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
+        problems.append(
+            Problem("smtp.tls_key" if config.smtp.tls_cert else "smtp.tls_cert", "give both tls_cert and tls_key")
+        )
+    for i, listener in enumerate(config.smtp.listeners()):
+        if listener.tls in ("starttls", "implicit") and not config.smtp.tls_cert:
+            problems.append(Problem(f"smtp.listen.{i}.tls", f"{listener.tls} needs smtp.tls_cert and smtp.tls_key"))
     for alias, numbers in config.aliases.items():
         if not numbers:
             problems.append(Problem(f"aliases.{alias}", "lists no numbers"))

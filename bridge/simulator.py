@@ -24,7 +24,8 @@ documented; this stand-in answers ``OK:<message id>``.
 Faults on request, for testing what a bridge does when things go wrong:
 ``drop`` (the SMS is sent, then the connection is cut before the reply),
 ``drop-before`` (cut without sending), ``http500`` (an error page, nothing
-sent) and ``slow`` (sent, the reply held back). Arm them with
+sent), ``http503`` (unavailable, nothing sent) and ``slow`` (sent, the reply
+held back). Arm them with
 ``POST /_sim/faults {"fault": "drop", "count": 1}`` or ``--fault``.
 ``GET /_sim/messages`` lists what was delivered, ``GET /_sim/requests`` every
 request as received, ``POST /_sim/reset`` forgets both.
@@ -168,7 +169,7 @@ class Simulator:
         return runner, int(runner.addresses[0][1])
 
     def arm(self, fault: str, count: int = 1, delay: float = 5.0) -> None:
-        if fault not in ("drop", "drop-before", "http500", "slow"):
+        if fault not in ("drop", "drop-before", "http500", "http503", "slow"):
             raise ValueError(f"unknown fault {fault!r}")
         self.faults.append({"fault": fault, "count": count, "delay": delay})
 
@@ -192,6 +193,10 @@ class Simulator:
         if kind == "http500":
             return web.Response(
                 status=500, text="<html><body>Internal Server Error</body></html>", content_type="text/html"
+            )
+        if kind == "http503":
+            return web.Response(
+                status=503, text="<html><body>Service Unavailable</body></html>", content_type="text/html"
             )
         if kind == "drop-before":
             return self._drop(request)

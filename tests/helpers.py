@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
-from bridge.config import AccountConfig
+import yaml
+
+from bridge import outbox
+from bridge.config import AccountConfig, Config, load_text
 from bridge.model import SmsRequest
+from bridge.outbox import Row
 from bridge.simulator import SimAccount, Simulator
 
 SIM_PASSWORD = "sim-canary-5150"
@@ -67,3 +75,149 @@ def sms(text: str = "hello", numbers: tuple[str, ...] = ("96597119440",), **over
         "points": m.pages * len(numbers),
     }
     return SmsRequest(**(values | overrides))
+
+
+# -- the daemon in tests ----------------------------------------------------------
+
+
+class Sink:
+    """An aiosmtpd handler standing in for an upstream mail relay."""
+
+    def __init__(self, reply: str = "250 OK") -> None:
+        self.reply = reply
+        self.messages: list[Any] = []
+        self.arrived = asyncio.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.reply.startswith("250"):
+            self.messages.append(envelope)
+            self.arrived.set()
+        return self.reply
+
+
+@asynccontextmanager
+async def running_sink() -> AsyncIterator[tuple[Sink, int]]:
+    from aiosmtpd.smtp import SMTP
+
+    handler = Sink()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(handler, hostname="sink.test"), "127.0.0.1", 0)
+    try:
+        yield handler, server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def config_data(
+    tmp_path: Path,
+    sim_url: str,
+    *,
+    sink_port: int | None = None,
+    account: dict[str, Any] | None = None,
+    body_route: dict[str, Any] | None = None,
+    smtp: dict[str, Any] | None = None,
+    dispatch: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "smtp": {"listen": ["127.0.0.1:0"], "hostname": "bridge.test"} | (smtp or {}),
+        "queue": {"path": str(tmp_path / "outbox.sqlite3")},
+        "accounts": {
+            "kwt": {
+                "provider": "kwtsms-http",
+                "url": sim_url + "/API/",
+                "username": "corp",
+                "password": SIM_PASSWORD,
+                "sender": "KWT-SMS",
+                "rate": 20,
+                "timeout": 5,
+            }
+            | (account or {})
+        },
+        "routes": {
+            "body": {"format": "kwtsms", "account": "kwt", "recipients": ["sms@bridge.test"]} | (body_route or {}),
+            "alerts": {"format": "address", "account": "kwt", "domain": "alerts.bridge.test"},
+        },
+        "aliases": {"oncall": ["96597119440", "96566074414"]},
+        "dispatch": {"retry_schedule": [0.2], "jitter": 0, "grace": 5} | (dispatch or {}),
+    }
+    if sink_port is not None:
+        data["notify"] = {"smarthost": f"127.0.0.1:{sink_port}", "tls": "none", "sender": "mailer-daemon@bridge.test"}
+    return data
+
+
+def make_config(tmp_path: Path, sim_url: str, **kwargs: Any) -> Config:
+    return load_text(yaml.safe_dump(config_data(tmp_path, sim_url, **kwargs)), env={})
+
+
+@dataclass
+class RunningBridge:
+    config: Config
+    port: int
+
+    def rows(self, ident: str | None = None) -> list[Row]:
+        conn = outbox.connect(self.config.queue.path)
+        try:
+            return outbox.op_get(conn, ident) if ident else outbox.op_list(conn, None, 10_000)
+        finally:
+            conn.close()
+
+
+@asynccontextmanager
+async def running_bridge(config: Config) -> AsyncIterator[RunningBridge]:
+    from bridge.app import serve
+
+    stop = asyncio.Event()
+    bound: asyncio.Future[list[tuple[str, int]]] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(config, stop=stop, ready=bound.set_result, handle_signals=False))
+    done, _ = await asyncio.wait([task, bound], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    assert bound.done(), "the bridge did not start in 30 s"
+    try:
+        yield RunningBridge(config, bound.result()[0][1])
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def mail(
+    body: str,
+    *,
+    to: str = "sms@bridge.test",
+    mail_from: str = "app@corp.example.com",
+    subject: str = "x",
+    message_id: str | None = None,
+) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = mail_from
+    msg["To"] = to
+    msg["Subject"] = subject
+    if message_id:
+        msg["Message-ID"] = message_id
+    msg.set_content(body)
+    return msg
+
+
+async def submit(port: int, msg: EmailMessage, **kwargs: Any) -> tuple[int, str]:
+    """Send ``msg`` over SMTP; the final reply (code, text), whichever stage answered."""
+    import aiosmtplib
+
+    try:
+        _, response = await aiosmtplib.send(msg, hostname="127.0.0.1", port=port, timeout=30, **kwargs)
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        first = exc.recipients[0]
+        return first.code, first.message
+    except aiosmtplib.SMTPResponseException as exc:
+        return exc.code, exc.message
+    return 250, response
+
+
+async def eventually(check: Callable[[], bool], what: str, within: float = 20.0) -> None:
+    """Poll ``check`` until it holds, failing after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
+        await asyncio.sleep(0.02)

@@ -51,7 +51,7 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
         load_text(BAD, env={})
     paths = {p.field for p in caught.value.problems}
     assert {
-        "smtp.listen",
+        "smtp.listen.0.address",
         "smtp.colour",
         "accounts.kwt.provider",
         "accounts.kwt.max_pages",
@@ -79,7 +79,7 @@ def test_yaml_syntax_errors_give_a_line() -> None:
 
 def test_ipv6_listeners_are_accepted() -> None:
     config = load_text(GOOD + "smtp: {listen: ['[::1]:2525', '127.0.0.1:2525']}\n", env={"PW": "x"})
-    assert config.smtp.listen == ("[::1]:2525", "127.0.0.1:2525")
+    assert [listener.address for listener in config.smtp.listen] == ["[::1]:2525", "127.0.0.1:2525"]
 
 
 def test_the_example_config_is_valid() -> None:

@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridge.errors import PermanentDelivery, TransientDelivery
 from bridge.providers import RateLimiter
 from bridge.providers.kwtsms_smtp import KwtSmsSmtp
-from tests.helpers import account, sms
-
-
-class Sink:
-    def __init__(self, reply: str = "250 OK") -> None:
-        self.reply = reply
-        self.messages: list[Envelope] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.reply.startswith("250"):
-            self.messages.append(envelope)
-        return self.reply
+from tests.helpers import Sink, account, running_sink, sms
 
 
 @pytest.fixture
 async def sink() -> AsyncIterator[tuple[Sink, int]]:
-    handler = Sink()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(handler, hostname="sink.test"), "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    yield handler, port
-    server.close()
-    await server.wait_closed()
+    async with running_sink() as running:
+        yield running
 
 
 def relay(port: int, **overrides: Any) -> KwtSmsSmtp:

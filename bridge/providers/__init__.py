@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -46,10 +46,17 @@ class Balance:
     raw: str = field(default="", repr=False)
 
 
-class Provider(Protocol):
-    name: str
+OnStart = Callable[[], Awaitable[None]]
 
-    async def send(self, request: SmsRequest, *, test: bool = False) -> Sent: ...
+
+class Provider(Protocol):
+    """``send`` waits for the rate limiter, awaits ``on_start`` (the caller records
+    that the request is about to leave), then makes its one attempt."""
+
+    name: str
+    limiter: RateLimiter
+
+    async def send(self, request: SmsRequest, *, test: bool = False, on_start: OnStart | None = None) -> Sent: ...
 
     async def balance(self) -> Balance: ...
 
@@ -63,6 +70,10 @@ class RateLimiter:
         self.interval = 1.0 / rate
         self._next = 0.0
         self._lock = asyncio.Lock()
+
+    def ready_in(self) -> float:
+        """Seconds until a request could start without waiting."""
+        return max(0.0, self._next - time.monotonic())
 
     async def wait(self) -> None:
         async with self._lock:

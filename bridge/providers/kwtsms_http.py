@@ -17,7 +17,7 @@ import httpx
 from bridge.config import AccountConfig
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
 from bridge.model import SmsRequest
-from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, RateLimiter, Sent
+from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, RateLimiter, Sent
 from bridge.providers._http import raise_for_server_status, request
 
 #: code → (kind, plain words, seconds to wait before retrying)
@@ -128,8 +128,12 @@ class KwtSmsHttp:
         password = self.account.password.get_secret_value() if self.account.password else ""
         return self.account.username or "", password
 
-    async def _call(self, command: str, fields: dict[str, str], *, v099_query: str | None = None) -> str:
+    async def _call(
+        self, command: str, fields: dict[str, str], *, v099_query: str | None = None, on_start: OnStart | None = None
+    ) -> str:
         await self.limiter.wait()
+        if on_start is not None:
+            await on_start()
         url = self.base + command + "/"
         timeout = self.account.timeout
         if self.account.api == "0.99":
@@ -148,7 +152,7 @@ class KwtSmsHttp:
             raise_for_server_status(response, body)
         return body
 
-    async def send(self, request: SmsRequest, *, test: bool = False) -> Sent:
+    async def send(self, request: SmsRequest, *, test: bool = False, on_start: OnStart | None = None) -> Sent:
         if len(request.numbers) > MAX_NUMBERS_PER_CALL:
             raise PermanentDelivery(f"{len(request.numbers)} numbers in one call; split them first")
         username, password = self._credentials(request)
@@ -164,11 +168,11 @@ class KwtSmsHttp:
             fields["lang"] = str(lang)
             query = "&".join(f"{k}={quote_plus(v)}" for k, v in fields.items())
             query += "&message=" + quote_plus(request.text, encoding=charset)
-            body = await self._call("send", fields, v099_query=query)
+            body = await self._call("send", fields, v099_query=query, on_start=on_start)
         else:
             fields["message"] = request.text
             fields["test"] = "1" if (test or self.account.test) else "0"
-            body = await self._call("send", fields)
+            body = await self._call("send", fields, on_start=on_start)
         return parse_send_reply(body)
 
     async def balance(self) -> Balance:

@@ -18,7 +18,7 @@ import aiosmtplib
 from bridge.config import AccountConfig, parse_host_port
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
 from bridge.model import SmsRequest
-from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, RateLimiter, Sent
+from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, RateLimiter, Sent
 
 _BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
 
@@ -76,7 +76,7 @@ class KwtSmsSmtp:
         msg.set_content(kwtsms_body(username, password, request), charset="utf-8", cte="8bit")
         return msg
 
-    async def send(self, request: SmsRequest, *, test: bool = False) -> Sent:
+    async def send(self, request: SmsRequest, *, test: bool = False, on_start: OnStart | None = None) -> Sent:
         if len(request.numbers) > MAX_NUMBERS_PER_CALL:
             raise PermanentDelivery(f"{len(request.numbers)} numbers in one mail; split them first")
         if test:
@@ -104,6 +104,8 @@ class KwtSmsSmtp:
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise TransientDelivery(f"could not reach the smarthost ({type(exc).__name__})") from exc
         try:
+            if on_start is not None:
+                await on_start()
             await client.send_message(message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0] if exc.recipients else None

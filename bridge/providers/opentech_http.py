@@ -16,7 +16,7 @@ import httpx
 from bridge.config import AccountConfig
 from bridge.errors import AmbiguousDelivery, PermanentDelivery
 from bridge.model import SmsRequest
-from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, RateLimiter, Sent
+from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, RateLimiter, Sent
 from bridge.providers._http import raise_for_server_status, request
 
 #: documented error sentence (lower case) → plain words
@@ -78,8 +78,10 @@ class OpenTechHttp:
             password = self.account.password.get_secret_value() if self.account.password else ""
         return {"uid": self.account.uid or "", "username": username, "password": password}
 
-    async def _get(self, script: str, params: dict[str, str]) -> str:
+    async def _get(self, script: str, params: dict[str, str], on_start: OnStart | None = None) -> str:
         await self.limiter.wait()
+        if on_start is not None:
+            await on_start()
         response = await request(
             self.client, "GET", self.base + script, params=params, reply_within=self.account.timeout
         )
@@ -88,7 +90,7 @@ class OpenTechHttp:
             raise_for_server_status(response, body)
         return body
 
-    async def send(self, request: SmsRequest, *, test: bool = False) -> Sent:
+    async def send(self, request: SmsRequest, *, test: bool = False, on_start: OnStart | None = None) -> Sent:
         if len(request.numbers) > MAX_NUMBERS_PER_CALL:
             raise PermanentDelivery(f"{len(request.numbers)} numbers in one call; split them first")
         if test:
@@ -99,7 +101,7 @@ class OpenTechHttp:
         else:
             params["msg"] = ucs2_hex(request.text)
             params["dcs"] = "1"
-        body = await self._get("sms_send_bulk.php", params)
+        body = await self._get("sms_send_bulk.php", params, on_start)
         sent = parse_send_reply(body, self.account.success_pattern)
         return Sent(sent.message_id, len(request.numbers), request.points, None, sent.raw)
 

@@ -1,0 +1,250 @@
+"""Dispatch: workers claim due SMS, make one provider attempt, record the outcome.
+
+One loop per account paces itself by the account's rate limiter and claims
+rows only when a request could start now, so that rows never wait in
+``sending`` and identical texts that piled up meanwhile are combined into one
+call. Outcomes:
+
+- sent → ``sent`` with the provider's message id and points;
+- transient → back to ``queued`` after the retry schedule (with jitter, and
+  at least what the provider asked for), or ``expired`` past ``max_age``;
+- permanent → ``failed``, and a failure notice to the sender;
+- ambiguous → ``unknown`` (not resent), unless the account opted in to
+  at-least-once, when it is retried like a transient failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bridge.aio import wait_any
+from bridge.config import Config
+from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
+from bridge.outbox import (
+    Group,
+    Row,
+    SqliteOutbox,
+    op_finish,
+    op_mark_sending,
+    op_retry_later,
+    op_sent,
+)
+from bridge.phone import mask
+from bridge.providers import Provider, Sent
+
+log = logging.getLogger("bridge.dispatch")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one row's first attempt ended in, for ``ack: delivered`` routes."""
+
+    state: str  # sent, failed, unknown, queued, expired
+    reason: str = ""
+    code: str = ""
+    msg_id: str = ""
+
+
+@dataclass
+class _Waiter:
+    ids: frozenset[str]
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def numbers_for_log(numbers: tuple[str, ...]) -> str:
+    shown = ",".join(mask(n) for n in numbers[:3])
+    return shown + (f",+{len(numbers) - 3}" if len(numbers) > 3 else "")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        config: Config,
+        outbox: SqliteOutbox,
+        providers: dict[str, Provider],
+        *,
+        on_notice: Callable[[], None] = lambda: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.providers = providers
+        self.on_notice = on_notice
+        self.rng = rng or random.Random()  # noqa: S311  (jitter, not secrets)
+        self._wake = {name: asyncio.Event() for name in providers}
+        self._waiters: dict[str, _Waiter] = {}
+        self.attempts = 0  # provider calls made (for metrics and the benchmark)
+
+    def wake(self, account: str | None = None) -> None:
+        for name, event in self._wake.items():
+            if account is None or name == account:
+                event.set()
+
+    # -- ack: delivered ----------------------------------------------------
+
+    def watch(self, mail_id: str, ids: tuple[str, ...]) -> None:
+        self._waiters[mail_id] = _Waiter(frozenset(ids))
+
+    async def outcome(self, mail_id: str, within: float) -> dict[str, Outcome] | None:
+        """The first outcome of every row of ``mail_id``, or None if not all came in time."""
+        waiter = self._waiters.get(mail_id)
+        if waiter is None:
+            return None
+        try:
+            async with asyncio.timeout(within):
+                await waiter.done.wait()
+        except TimeoutError:
+            return None
+        finally:
+            self._waiters.pop(mail_id, None)
+        return dict(waiter.outcomes)
+
+    def _report(self, rows: list[Row], outcome: Outcome) -> bool:
+        """Tell a waiting SMTP session; True if one is waiting for these rows."""
+        waiting = False
+        for row in rows:
+            waiter = self._waiters.get(row.mail_id)
+            if waiter is None or row.id not in waiter.ids:
+                continue
+            waiting = True
+            waiter.outcomes.setdefault(row.id, outcome)
+            if set(waiter.outcomes) >= waiter.ids:
+                waiter.done.set()
+        return waiting
+
+    # -- the loops ---------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until ``stop`` is set, then let attempts in flight finish."""
+        async with asyncio.TaskGroup() as attempts, asyncio.TaskGroup() as loops:
+            for name, provider in self.providers.items():
+                loops.create_task(self._account_loop(name, provider, attempts, stop), name=f"dispatch-{name}")
+        log.info("dispatch stopped; %d provider call(s) made", self.attempts)
+
+    async def _account_loop(
+        self, name: str, provider: Provider, attempts: asyncio.TaskGroup, stop: asyncio.Event
+    ) -> None:
+        wake = self._wake[name]
+        in_flight = asyncio.Semaphore(self.config.dispatch.in_flight)
+        while not stop.is_set():
+            delay = provider.limiter.ready_in()
+            if delay > 0:
+                await wait_any(stop, seconds=delay)
+                continue
+            await in_flight.acquire()
+            if stop.is_set():
+                in_flight.release()
+                break
+            wake.clear()
+            group = await self.outbox.claim(name, combine=self.config.dispatch.combine)
+            if not group.rows:
+                in_flight.release()
+                due = await self.outbox.next_due(name)
+                idle = 1.0 if due is None else min(max(due - time.time(), 0.0), 1.0)
+                await wait_any(wake, stop, seconds=idle)
+                continue
+            attempts.create_task(self._attempt(name, provider, group, in_flight))
+
+    async def _attempt(self, name: str, provider: Provider, group: Group, in_flight: asyncio.Semaphore) -> None:
+        try:
+            ids = group.ids
+
+            async def on_start() -> None:
+                await self.outbox.run(lambda c: op_mark_sending(c, ids, time.time()))
+
+            if any(r.credentials is not None and not r.credentials.password for r in group.rows):
+                reason = "the credentials from the mail were erased after an earlier attempt; send the mail again"
+                await self._finish(group.rows, "failed", PermanentDelivery(reason))
+                return
+            self.attempts += 1
+            try:
+                sent = await provider.send(group.request(), on_start=on_start)
+            except TransientDelivery as exc:
+                await self._transient(group.rows, exc)
+            except AmbiguousDelivery as exc:
+                if self.config.accounts[name].at_least_once:
+                    await self._transient(group.rows, exc)
+                else:
+                    await self._finish(group.rows, "unknown", exc)
+            except PermanentDelivery as exc:
+                await self._finish(group.rows, "failed", exc)
+            else:
+                await self._sent(group.rows, provider, sent)
+        finally:
+            in_flight.release()
+
+    # -- outcomes ----------------------------------------------------------
+
+    async def _sent(self, rows: list[Row], provider: Provider, sent: Sent) -> None:
+        now = time.time()
+        await self.outbox.run(
+            lambda c: op_sent(
+                c,
+                rows,
+                now,
+                msg_id=sent.message_id,
+                raw=sent.raw,
+                balance_after=sent.balance_after,
+                confirmed=sent.confirmed,
+            )
+        )
+        for row in rows:
+            log.info(
+                "sent id=%s account=%s provider=%s attempts=%d numbers=%s msgid=%s%s",
+                row.id,
+                row.account,
+                row.provider,
+                row.attempts + 1,
+                numbers_for_log(row.numbers),
+                sent.message_id,
+                "" if sent.confirmed else " (handed to relay)",
+            )
+        self._report(rows, Outcome("sent", msg_id=sent.message_id))
+
+    def _delay(self, attempts: int, retry_after: float | None) -> float:
+        schedule = self.config.dispatch.retry_schedule
+        base = schedule[min(max(attempts, 1), len(schedule)) - 1]
+        jitter = self.config.dispatch.jitter
+        delay = base * (1 + self.rng.uniform(-jitter, jitter))
+        return max(delay, retry_after or 0.0)
+
+    async def _transient(self, rows: list[Row], exc: DeliveryError) -> None:
+        now = time.time()
+        retry_after = exc.retry_after if isinstance(exc, TransientDelivery) else None
+        when = {r.id: now + self._delay(r.attempts + 1, retry_after) for r in rows}
+        expired = [r for r in rows if when[r.id] - r.created > self.config.dispatch.max_age]
+        retry = [r for r in rows if r not in expired]
+        schedule = [(r.id, when[r.id]) for r in retry]
+        if schedule:
+            await self.outbox.run(
+                lambda c: op_retry_later(c, schedule, now, error=exc.reason, code=exc.code, raw=exc.raw)
+            )
+        for row in retry:
+            log.info("retry id=%s in %.0fs attempts=%d: %s", row.id, when[row.id] - now, row.attempts + 1, exc)
+        if retry:
+            self._report(retry, Outcome("queued", str(exc), exc.code))
+        if expired:
+            reason = f"not sent within {self.config.dispatch.max_age:.0f} s; last error: {exc.reason}"
+            await self._finish(expired, "expired", PermanentDelivery(reason, code=exc.code, raw=exc.raw))
+
+    async def _finish(self, rows: list[Row], state: str, exc: DeliveryError) -> None:
+        now = time.time()
+        outcome = Outcome(state, exc.reason, exc.code)
+        waiting = self._report(rows, outcome)
+        notify = state in ("failed", "expired")
+        # A waiting SMTP session decides whether the sender hears of it by 550 or by notice.
+        notice = ("held" if waiting else "pending") if notify else "none"
+        ids = [r.id for r in rows]
+        await self.outbox.run(
+            lambda c: op_finish(c, ids, now, state=state, error=exc.reason, code=exc.code, raw=exc.raw, notice=notice)
+        )
+        for row in rows:
+            log.warning("%s id=%s account=%s attempts=%d: %s", state, row.id, row.account, row.attempts + 1, exc)
+        if notice == "pending":
+            self.on_notice()

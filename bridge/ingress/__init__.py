@@ -1,0 +1,1 @@
+"""Ingress: how mail reaches the bridge (SMTP server, IMAP poller)."""

@@ -1,0 +1,315 @@
+"""The SMTP server (aiosmtpd), with replies as the public API.
+
+=========================================  =============================
+situation                                  reply
+=========================================  =============================
+recipient the bridge does not serve        ``550 5.1.1`` at RCPT
+not authenticated and not from a trusted   ``530 5.7.0`` at MAIL
+network
+too many recipients                        ``452 4.5.3`` at RCPT
+body invalid                               ``550 5.6.0``, one line per problem
+bare CR or LF in the message               ``550 5.6.0``
+message too large                          ``552`` (aiosmtpd)
+accepted and safely queued                 ``250 2.0.0 queued as <id>``
+internal error, disk full                  ``451 4.3.0``
+shutting down                              ``421 4.3.2``
+too many connections                       ``421 4.7.0`` on connect
+=========================================  =============================
+
+Nothing is sent inside the SMTP transaction: DATA parses, validates and
+commits to the outbox, then answers. Routes with ``ack: delivered`` hold the
+answer while the first provider attempt runs, up to ``ack_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import logging
+import re
+import ssl
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from bridge.config import Config, ListenerConfig
+from bridge.dispatch import Dispatcher, Outcome, numbers_for_log
+from bridge.intake import decide
+from bridge.mail import parse_mail
+from bridge.outbox import Accepted, SqliteOutbox, op_set_notice
+from bridge.routing import route_for
+
+log = logging.getLogger("bridge.smtp")
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+def ascii_reply(text: str, limit: int = 400) -> str:
+    """SMTP replies are ASCII: other characters become ``?`` (their U+ codes stay readable)."""
+    out = text.replace("\r", " ").replace("\n", " ")
+    out = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in out)
+    return out[:limit]
+
+
+def multiline(code: str, enhanced: str, lines: list[str]) -> str:
+    lines = [ascii_reply(line) for line in lines] or [""]
+    head = [f"{code}-{enhanced} {line}" for line in lines[:-1]]
+    return "\r\n".join([*head, f"{code} {enhanced} {lines[-1]}"])
+
+
+def fingerprint(message_id: str, mail_from: str, raw: bytes) -> str | None:
+    """Same Message-ID, sender and body: a client resubmitting after a lost reply."""
+    if not message_id:
+        return None
+    _, _, body = raw.partition(b"\r\n\r\n")
+    digest = hashlib.sha256()
+    for part in (message_id.encode(), b"\x00", mail_from.lower().encode(), b"\x00", body):
+        digest.update(part)
+    return digest.hexdigest()
+
+
+class ConnectionLimits:
+    """Open connections, in total and per client address; the live sessions."""
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total = total
+        self.per_client = per_client
+        self.open: Counter[str] = Counter()
+        self.sessions: set[BridgeSMTP] = set()
+
+    def close_all(self) -> None:
+        for protocol in list(self.sessions):
+            if protocol.transport is not None:
+                protocol.transport.close()
+
+    def admit(self, ip: str) -> bool:
+        if sum(self.open.values()) >= self.total or self.open[ip] >= self.per_client:
+            return False
+        self.open[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self.open[ip] -= 1
+        if self.open[ip] <= 0:
+            del self.open[ip]
+
+
+class BridgeSMTP(SMTP):
+    """aiosmtpd's SMTP with connection limits and a 421 while shutting down."""
+
+    def __init__(self, handler: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._limits = limits
+        self._peer_ip: str | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None and self._original_transport is None
+        if first:
+            peer = transport.get_extra_info("peername")
+            ip = str(peer[0]) if peer else "?"
+            if not self._limits.admit(ip):
+                log.warning("refused connection from %s: too many connections", ip)
+                writable = transport
+                if isinstance(writable, asyncio.WriteTransport):
+                    writable.write(b"421 4.7.0 Too many connections; try again later\r\n")
+                transport.close()
+                self._refused = True
+                return
+            self._peer_ip = ip
+            self._limits.sessions.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._peer_ip is not None:
+            self._limits.release(self._peer_ip)
+            self._limits.sessions.discard(self)
+            self._peer_ip = None
+        super().connection_lost(error)
+
+
+class Handler:
+    """aiosmtpd hooks: routing at RCPT, parse/validate/commit at DATA."""
+
+    def __init__(
+        self, config: Config, outbox: SqliteOutbox, dispatcher: Dispatcher, *, on_notice: Callable[[], None]
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.dispatcher = dispatcher
+        self.on_notice = on_notice
+        self.stopping = False
+        self.in_data = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in config.smtp.allow_networks]
+        self.accepted = 0
+        self.rejected = 0
+
+    def trusted(self, session: Session) -> bool:
+        if session.authenticated:
+            return True
+        peer = session.peer
+        if not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(str(peer[0]).split("%")[0])
+        except ValueError:
+            return False
+        return any(address in net for net in self.networks)
+
+    def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = data.login.decode("utf-8", "replace")
+        secret = self.config.smtp.users.get(user)
+        expected = secret.get_secret_value().encode() if secret else b"\x00" * 16
+        ok = hmac.compare_digest(expected, bytes(data.password)) and secret is not None
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "auth %s user=%s peer=%s",
+            "ok" if ok else "failed",
+            user,
+            session.peer,
+        )
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.stopping:
+            return "421 4.3.2 Service shutting down; try again later"
+        if not self.trusted(session):
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        if route_for(address, self.config) is None:
+            return f"550 5.1.1 <{ascii_reply(address, 200)}>: this bridge does not serve that address"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.stopping:
+            return "421 4.3.2 Service shutting down; try again later"
+        self.in_data += 1
+        self.idle.clear()
+        try:
+            return await self._data(session, envelope)
+        except Exception:
+            log.exception("internal error while accepting mail from %s", session.peer)
+            return "451 4.3.0 Internal error; the message was not accepted, try again later"
+        finally:
+            self.in_data -= 1
+            if self.in_data == 0:
+                self.idle.set()
+
+    async def _data(self, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        mail_from = envelope.mail_from or ""
+        if _BARE.search(raw):
+            self.rejected += 1
+            return "550 5.6.0 Bare CR or LF in the message; every line must end in CRLF"
+        mail = parse_mail(raw, mail_from=mail_from, rcpt_tos=envelope.rcpt_tos)
+        verdict = decide(mail, self.config)
+        if not verdict.ok:
+            self.rejected += 1
+            log.info("rejected from=%s peer=%s: %s", mail_from, session.peer, "; ".join(map(str, verdict.problems)))
+            return multiline("550", "5.6.0", [f"{p.field}: {p.message}" for p in verdict.problems])
+        accepted = Accepted(
+            via="smtp",
+            mail_from=mail_from,
+            rcpts=tuple(envelope.rcpt_tos),
+            message_id=mail.message_id,
+            subject=mail.subject,
+            requests=verdict.requests,
+            fingerprint=fingerprint(mail.message_id, mail_from, raw),
+        )
+        enqueued = await self.outbox.enqueue(accepted)
+        if enqueued.duplicate:
+            log.info(
+                "duplicate id=%s from=%s message-id=%s: already queued", enqueued.mail_id, mail_from, mail.message_id
+            )
+            return f"250 2.0.0 already queued as {enqueued.mail_id}"
+        self.accepted += 1
+        for request in verdict.requests:
+            log.info(
+                "queued id=%s via=smtp from=%s route=%s numbers=%s pages=%d points=%d",
+                enqueued.mail_id,
+                mail_from,
+                request.route,
+                numbers_for_log(request.numbers),
+                request.pages,
+                request.points,
+            )
+        routes = {r.route for r in verdict.requests}
+        wait = [self.config.routes[r] for r in routes if self.config.routes[r].ack == "delivered"]
+        if wait:
+            self.dispatcher.watch(enqueued.mail_id, enqueued.ids)
+        for request in verdict.requests:
+            self.dispatcher.wake(request.account)
+        if not wait:
+            return f"250 2.0.0 queued as {enqueued.mail_id}"
+        outcomes = await self.dispatcher.outcome(enqueued.mail_id, max(r.ack_timeout for r in wait))
+        return await self._delivered_reply(enqueued.mail_id, enqueued.ids, outcomes)
+
+    async def _delivered_reply(self, mail_id: str, ids: tuple[str, ...], outcomes: dict[str, Outcome] | None) -> str:
+        """``ack: delivered``: the sender learns the outcome of the first attempt."""
+        held = [i for i, o in (outcomes or {}).items() if o.state in ("failed", "expired")]
+        if outcomes is not None and len(held) == len(ids):
+            await self.outbox.run(lambda c: op_set_notice(c, held, "replied"))
+            reasons = sorted({f"{o.code + ' ' if o.code else ''}{o.reason}" for o in outcomes.values()})
+            return multiline("550", "5.0.0", [f"not sent ({mail_id}): {r}" for r in reasons])
+        if held:  # some sent, some failed: the failures get a notice
+            await self.outbox.run(lambda c: op_set_notice(c, held, "pending"))
+            self.on_notice()
+        if outcomes is not None and all(o.state == "sent" for o in outcomes.values()):
+            msg_ids = ",".join(sorted({o.msg_id for o in outcomes.values() if o.msg_id}))
+            return f"250 2.0.0 sent as {ascii_reply(msg_ids, 200) or mail_id} ({mail_id})"
+        return f"250 2.0.0 queued as {mail_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("internal SMTP error: %s", type(error).__name__, exc_info=error)
+        return "451 4.3.0 Internal error; try again later"
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    if not config.smtp.tls_cert or not config.smtp.tls_key:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.smtp.tls_cert, config.smtp.tls_key)
+    return context
+
+
+def protocol_factory(
+    config: Config, handler: Handler, listener: ListenerConfig, limits: ConnectionLimits, context: ssl.SSLContext | None
+) -> Callable[[], BridgeSMTP]:
+    def factory() -> BridgeSMTP:
+        return BridgeSMTP(
+            handler,
+            limits=limits,
+            hostname=config.smtp.hostname,
+            data_size_limit=config.smtp.max_message_size,
+            tls_context=context if listener.tls == "starttls" else None,
+            require_starttls=False,
+            timeout=config.smtp.timeout,
+            auth_require_tls=not (listener.plaintext_auth or listener.tls == "implicit"),
+            authenticator=handler.authenticate,
+            # with no AUTH users configured, AUTH is not offered at all
+            auth_exclude_mechanism=None if config.smtp.users else ["LOGIN", "PLAIN"],
+            ident=f"sms-bridge {config.smtp.hostname}",
+        )
+
+    return factory

@@ -1,0 +1,163 @@
+"""Failure notices: an RFC 3464 delivery status notification to the sender.
+
+Sent with the null reverse-path (``MAIL FROM:<>``) so that a notice can never
+cause another notice, never to ``<>`` itself, never to an address the bridge
+serves, and never quoting a password: the notice names the reason in plain
+words, the numbers and the SMS text, not the original mail body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from email.message import EmailMessage, Message
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formatdate, make_msgid
+
+import aiosmtplib
+
+from bridge.aio import wait_any
+from bridge.config import Config, parse_host_port
+from bridge.outbox import Row, SqliteOutbox, op_pending_notices, op_set_notice
+from bridge.routing import route_for
+
+log = logging.getLogger("bridge.notify")
+
+WHY = {
+    "failed": "could not be sent as SMS",
+    "expired": "could not be sent as SMS in time and was given up",
+}
+
+
+def _fields(pairs: list[tuple[str, str]]) -> Message:
+    block = Message()
+    for name, value in pairs:
+        block[name] = value
+    return block
+
+
+def build_notice(row: Row, config: Config) -> MIMEMultipart:
+    """The notice for one row (pure: builds a message, sends nothing)."""
+    reason = row.last_error or "the provider refused it"
+    code = f" ({row.last_code})" if row.last_code else ""
+    human = (
+        f"Your message {WHY.get(row.state, 'could not be sent as SMS')}.\n\n"
+        f"  Reason:     {reason}{code}\n"
+        f"  Numbers:    {', '.join(row.numbers)}\n"
+        f"  Sender ID:  {row.sender}\n"
+        f"  Text:       {row.text}\n"
+        f"  Subject:    {row.subject or '(none)'}\n"
+        f"  Message-ID: {row.message_id or '(none)'}\n"
+        f"  Bridge id:  {row.id} (attempts: {row.attempts})\n\n"
+        "Nothing was charged for this SMS. Correct the problem and send the mail again.\n"
+        "This notice was written by sms-bridge; replies to it are not read.\n"
+    )
+    outer = MIMEMultipart("report", report_type="delivery-status")
+    outer["From"] = f"SMS bridge <{config.notify.sender}>"
+    outer["To"] = row.mail_from
+    outer["Subject"] = f"SMS not sent: {reason}"[:200]
+    outer["Date"] = formatdate(localtime=False)
+    outer["Message-ID"] = make_msgid(domain=config.notify.sender.rpartition("@")[2] or None)
+    outer["Auto-Submitted"] = "auto-replied"
+    if row.message_id:
+        outer["In-Reply-To"] = row.message_id
+        outer["References"] = row.message_id
+    outer.attach(MIMEText(human, "plain", "utf-8"))
+    status = MIMEBase("message", "delivery-status")
+    blocks = [_fields([("Reporting-MTA", f"dns; {config.smtp.hostname}"), ("Arrival-Date", formatdate(row.created))])]
+    for rcpt in row.rcpts or ("unknown",):
+        blocks.append(
+            _fields(
+                [
+                    ("Final-Recipient", f"rfc822; {rcpt}"),
+                    ("Action", "failed"),
+                    ("Status", "5.0.0"),
+                    ("Diagnostic-Code", f"x-sms; {row.last_code + ' ' if row.last_code else ''}{reason}"[:900]),
+                    ("Last-Attempt-Date", formatdate(row.updated)),
+                ]
+            )
+        )
+    status.set_payload(blocks)  # type: ignore[arg-type]  # message/delivery-status holds header blocks
+    outer.attach(status)
+    return outer
+
+
+class Notifier:
+    """Mails pending notices; retries when the smarthost is away."""
+
+    def __init__(self, config: Config, outbox: SqliteOutbox) -> None:
+        self.config = config
+        self.outbox = outbox
+        self._wake = asyncio.Event()
+        self._retry_at: dict[str, float] = {}
+        self.sent = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _skip_reason(self, row: Row) -> str | None:
+        sender = row.mail_from.strip().strip("<>")
+        if not sender or "@" not in sender:
+            return "the mail had no sender address (<>)"
+        if route_for(sender, self.config) is not None or sender.lower() == self.config.notify.sender.lower():
+            return "the sender is an address of this bridge"
+        if self.config.notify.smarthost is None:
+            return "notify.smarthost is not configured"
+        return None
+
+    async def _send(self, message: EmailMessage | MIMEMultipart, to: str) -> None:
+        settings = self.config.notify
+        host, port = parse_host_port(settings.smarthost or "")
+        password = settings.password.get_secret_value() if settings.password else None
+        await aiosmtplib.send(
+            message,
+            sender="",
+            recipients=[to],
+            hostname=host,
+            port=port,
+            use_tls=settings.tls == "tls",
+            start_tls=settings.tls == "starttls",
+            username=settings.username,
+            password=password,
+            timeout=30,
+        )
+
+    async def _mark(self, row_id: str, notice: str) -> None:
+        await self.outbox.run(lambda c: op_set_notice(c, [row_id], notice))
+
+    async def run_once(self) -> int:
+        """Send what is pending now; the number sent."""
+        rows = await self.outbox.run(lambda c: op_pending_notices(c, 50))
+        sent = 0
+        now = time.monotonic()
+        for row in rows:
+            if self._retry_at.get(row.id, 0.0) > now:
+                continue
+            skip = self._skip_reason(row)
+            if skip is not None:
+                log.warning("notice id=%s not mailed (%s): %s", row.id, skip, row.last_error)
+                await self._mark(row.id, "skipped")
+                continue
+            try:
+                await self._send(build_notice(row, self.config), row.mail_from)
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                self._retry_at[row.id] = now + 60
+                log.warning(
+                    "notice id=%s to %s not sent yet (%s); retrying in 60 s", row.id, row.mail_from, type(exc).__name__
+                )
+                continue
+            await self._mark(row.id, "sent")
+            self._retry_at.pop(row.id, None)
+            log.info("notice id=%s sent to %s", row.id, row.mail_from)
+            sent += 1
+        self.sent += sent
+        return sent
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wake.clear()
+            await self.run_once()
+            await wait_any(self._wake, stop, seconds=10)

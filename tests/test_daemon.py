@@ -1,0 +1,278 @@
+"""The daemon over real sockets: SMTP client → bridge → simulator (HTTP), notices → sink."""
+
+from __future__ import annotations
+
+import asyncio
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+
+from tests.helpers import (
+    SIM_PASSWORD,
+    eventually,
+    mail,
+    make_config,
+    running_bridge,
+    running_simulator,
+    running_sink,
+    submit,
+)
+
+
+async def test_valid_mail_gets_250_only_when_stored_and_becomes_an_sms(tmp_path: Path) -> None:
+    async with running_simulator() as (sim, url):
+        config = make_config(tmp_path, url)
+        async with running_bridge(config) as bridge:
+            code, text = await submit(bridge.port, mail("mobile:96597119440\ntext:Hello there"))
+            assert code == 250
+            assert text.startswith("2.0.0 queued as ")
+            mail_id = text.split()[-1]
+            (row,) = bridge.rows(mail_id)  # committed before the reply
+            await eventually(lambda: bridge.rows(mail_id)[0].state == "sent", "the SMS to be sent")
+    assert [(d.numbers, d.text) for d in sim.delivered] == [(["96597119440"], "Hello there")]
+    (row,) = bridge.rows(mail_id)
+    assert row.provider_msg_id == sim.delivered[0].msg_id
+    assert row.points_charged == 1
+    assert row.attempts == 1
+
+
+async def test_address_format_alias_reaches_every_number(tmp_path: Path) -> None:
+    async with running_simulator() as (sim, url), running_bridge(make_config(tmp_path, url)) as bridge:
+        code, _ = await submit(
+            bridge.port,
+            mail("Host: db1\nState: PROBLEM", to="oncall@alerts.bridge.test", subject="PROBLEM: db1 down"),
+        )
+        assert code == 250
+        await eventually(lambda: len(sim.delivered) == 1, "the alert SMS")
+    assert sim.delivered[0].numbers == ["96597119440", "96566074414"]
+    assert sim.delivered[0].text == "PROBLEM: db1 down"
+
+
+async def test_invalid_body_gets_550_naming_every_field_and_nothing_is_queued(tmp_path: Path) -> None:
+    async with running_simulator() as (sim, url), running_bridge(make_config(tmp_path, url)) as bridge:
+        code, text = await submit(bridge.port, mail("mobile:123\nlang:1\ntext:مرحبا"))
+        assert code == 550
+        lines = text.splitlines()
+        assert any(line.startswith("5.6.0 mobile: '123'") for line in lines)
+        assert any(line.startswith("5.6.0 lang: is 1 (English)") for line in lines)
+        assert bridge.rows() == []
+    assert sim.requests == []
+
+
+async def test_unknown_recipient_is_refused_at_rcpt(tmp_path: Path) -> None:
+    async with running_simulator() as (_, url), running_bridge(make_config(tmp_path, url)) as bridge:
+        code, text = await submit(bridge.port, mail("text:x", to="someone@elsewhere.example"))
+    assert code == 550
+    assert text.startswith("5.1.1")
+
+
+async def test_too_large_a_message_gets_552(tmp_path: Path) -> None:
+    async with (
+        running_simulator() as (_, url),
+        running_bridge(make_config(tmp_path, url, smtp={"max_message_size": 2048})) as bridge,
+    ):
+        code, _ = await submit(bridge.port, mail("mobile:96597119440\ntext:x\n" + "y" * 5000))
+    assert code == 552
+
+
+async def test_bare_lf_in_data_is_refused(tmp_path: Path) -> None:
+    async with running_simulator() as (_sim, url), running_bridge(make_config(tmp_path, url)) as bridge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+        await reader.readline()
+        script = [b"EHLO t\r\n", b"MAIL FROM:<a@corp.example.com>\r\n", b"RCPT TO:<sms@bridge.test>\r\n", b"DATA\r\n"]
+        for line in script:
+            writer.write(line)
+            reply = await reader.readline()
+            while reply[3:4] == b"-":
+                reply = await reader.readline()
+        assert reply.startswith(b"354")
+        writer.write(b"Subject: x\r\n\r\nmobile:96597119440\ntext:smuggled\r\n.\r\n")
+        final = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        assert final.startswith(b"550 5.6.0 Bare CR or LF")
+        assert bridge.rows() == []
+
+
+async def test_a_resubmitted_mail_is_not_sent_twice(tmp_path: Path) -> None:
+    async with running_simulator() as (sim, url), running_bridge(make_config(tmp_path, url)) as bridge:
+        msg = mail("mobile:96597119440\ntext:once only", message_id="<retry-1@corp.example.com>")
+        first = await submit(bridge.port, msg)
+        second = await submit(bridge.port, msg)
+        assert first[0] == second[0] == 250
+        assert second[1] == first[1].replace("queued as", "already queued as")
+        await eventually(lambda: len(sim.delivered) == 1, "the SMS")
+        other = await submit(bridge.port, mail("mobile:96566074414\ntext:another"))
+        assert other[0] == 250
+        await eventually(lambda: len(sim.delivered) == 2, "the second mail's SMS")
+    assert [d.text for d in sim.delivered] == ["once only", "another"]
+
+
+async def test_a_permanent_failure_fails_the_row_and_mails_a_notice(tmp_path: Path) -> None:
+    async with running_simulator() as (_sim, url), running_sink() as (sink, sink_port):
+        config = make_config(tmp_path, url, sink_port=sink_port, account={"sender": "NOT-ALLOWED"})
+        async with running_bridge(config) as bridge:
+            code, text = await submit(
+                bridge.port,
+                mail("mobile:96597119440\ntext:x", mail_from="erp@corp.example.com", message_id="<m1@corp>"),
+            )
+            assert code == 250
+            mail_id = text.split()[-1]
+            await eventually(lambda: bridge.rows(mail_id)[0].notice == "sent", "the notice to be recorded")
+            (row,) = bridge.rows(mail_id)
+    assert (row.state, row.last_code, row.notice) == ("failed", "ERR008", "sent")
+    (envelope,) = sink.messages
+    assert envelope.mail_from == "<>"  # the null reverse-path: a notice never causes a notice
+    assert envelope.rcpt_tos == ["erp@corp.example.com"]
+    notice = message_from_bytes(envelope.original_content, policy=policy.default)
+    assert notice.get_content_type() == "multipart/report"
+    assert notice["In-Reply-To"] == "<m1@corp>"
+    raw = envelope.original_content.decode("utf-8", "replace")
+    assert "sender ID is banned or unknown" in raw
+    assert "Action: failed" in raw
+    assert SIM_PASSWORD not in raw
+
+
+@pytest.mark.parametrize("fault", ["drop", "http500", "slow"])
+async def test_an_ambiguous_outcome_is_unknown_and_not_resent(tmp_path: Path, fault: str) -> None:
+    async with running_simulator() as (sim, url):
+        sim.arm(fault, delay=3)
+        async with running_bridge(make_config(tmp_path, url, account={"timeout": 0.5})) as bridge:
+            _code, text = await submit(bridge.port, mail("mobile:96597119440\ntext:maybe"))
+            mail_id = text.split()[-1]
+            await eventually(lambda: bridge.rows(mail_id)[0].state == "unknown", "the row to become unknown")
+            # a later mail goes through; the unknown one was not tried again meanwhile
+            await submit(bridge.port, mail("mobile:96566074414\ntext:later"))
+            await eventually(lambda: any(d.text == "later" for d in sim.delivered), "the later SMS")
+    sends = [r for r in sim.requests if r["params"].get("message") == "maybe"]
+    assert len(sends) == 1
+
+
+async def test_at_least_once_accounts_resend_after_an_ambiguous_outcome(tmp_path: Path) -> None:
+    async with running_simulator() as (sim, url):
+        sim.arm("drop")
+        config = make_config(tmp_path, url, account={"at_least_once": True})
+        async with running_bridge(config) as bridge:
+            _, text = await submit(bridge.port, mail("mobile:96597119440\ntext:twice is fine"))
+            mail_id = text.split()[-1]
+            await eventually(lambda: bridge.rows(mail_id)[0].state == "sent", "the resend")
+    assert [d.text for d in sim.delivered] == ["twice is fine", "twice is fine"]
+    assert bridge.rows(mail_id)[0].attempts == 2
+
+
+async def test_a_transient_failure_is_retried(tmp_path: Path) -> None:
+    async with running_simulator() as (sim, url):
+        sim.arm("http503", count=2)
+        async with running_bridge(make_config(tmp_path, url)) as bridge:
+            _, text = await submit(bridge.port, mail("mobile:96597119440\ntext:third time"))
+            mail_id = text.split()[-1]
+            await eventually(lambda: bridge.rows(mail_id)[0].state == "sent", "the third attempt")
+    assert bridge.rows(mail_id)[0].attempts == 3
+    assert len(sim.delivered) == 1
+
+
+async def test_a_transient_failure_past_max_age_expires_with_a_notice(tmp_path: Path) -> None:
+    async with running_simulator() as (sim, url), running_sink() as (sink, sink_port):
+        sim.arm("http503", count=0)  # every request
+        config = make_config(tmp_path, url, sink_port=sink_port, dispatch={"retry_schedule": [0.3], "max_age": 0.5})
+        async with running_bridge(config) as bridge:
+            _, text = await submit(bridge.port, mail("mobile:96597119440\ntext:too late"))
+            await asyncio.wait_for(sink.arrived.wait(), 20)
+            (row,) = bridge.rows(text.split()[-1])
+    assert row.state == "expired"
+    assert "not sent within" in row.last_error
+
+
+async def test_ack_delivered_reports_the_provider_outcome_in_the_reply(tmp_path: Path) -> None:
+    async with running_simulator() as (sim, url), running_sink() as (sink, sink_port):
+        config = make_config(tmp_path, url, sink_port=sink_port, body_route={"ack": "delivered"})
+        async with running_bridge(config) as bridge:
+            code, text = await submit(bridge.port, mail("mobile:96597119440\ntext:confirmed"))
+            assert code == 250
+            assert f"sent as {sim.delivered[0].msg_id}" in text
+            code, text = await submit(bridge.port, mail("mobile:96566074414\nsender:NOPE\ntext:refused"))
+            assert code == 550
+            assert "ERR008" in text
+            failed = [r for r in bridge.rows() if r.state == "failed"]
+    assert [r.notice for r in failed] == ["replied"]  # told by 550: no notice as well
+    assert sink.messages == []
+
+
+async def test_identical_texts_are_combined_into_one_provider_call(tmp_path: Path) -> None:
+    async with running_simulator() as (sim, url):
+        config = make_config(tmp_path, url, account={"rate": 0.5})  # one call per 2 s: the rest pile up
+        async with running_bridge(config) as bridge:
+            replies = await asyncio.gather(
+                *(submit(bridge.port, mail(f"mobile:965500000{i:02d}\ntext:storm")) for i in range(12))
+            )
+            assert all(code == 250 for code, _ in replies)
+            await eventually(lambda: sum(len(d.numbers) for d in sim.delivered) == 12, "all 12 numbers", within=30)
+    assert len(sim.requests) <= 3
+    assert all(r.state == "sent" for r in bridge.rows())
+
+
+async def test_auth_is_not_offered_before_tls_and_outsiders_must_authenticate(tmp_path: Path) -> None:
+    async with running_simulator() as (_, url):
+        smtp = {"allow_networks": ["10.0.0.0/8"], "users": {"scanner": "scanner-canary-pw"}}
+        async with running_bridge(make_config(tmp_path, url, smtp=smtp)) as bridge:
+            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=bridge.port, start_tls=False, timeout=10)
+            await client.connect()
+            await client.ehlo()
+            assert not client.supports_extension("auth")
+            with pytest.raises(aiosmtplib.SMTPSenderRefused) as caught:
+                await client.sendmail("a@corp.example.com", ["sms@bridge.test"], b"Subject: x\r\n\r\ntext:x\r\n")
+            assert caught.value.code == 530
+            await client.quit()
+            assert bridge.rows() == []
+
+
+async def test_plaintext_auth_listener_accepts_a_configured_user(tmp_path: Path) -> None:
+    async with running_simulator() as (sim, url):
+        smtp = {
+            "listen": [{"address": "127.0.0.1:0", "plaintext_auth": True}],
+            "allow_networks": ["10.0.0.0/8"],
+            "users": {"scanner": "scanner-canary-pw"},
+        }
+        async with running_bridge(make_config(tmp_path, url, smtp=smtp)) as bridge:
+            msg = mail("mobile:96597119440\ntext:authed")
+            bad = await submit(bridge.port, msg, username="scanner", password="wrong", start_tls=False)
+            assert bad[0] == 535
+            code, _ = await submit(bridge.port, msg, username="scanner", password="scanner-canary-pw", start_tls=False)
+            assert code == 250
+            await eventually(lambda: len(sim.delivered) == 1, "the SMS")
+
+
+async def test_a_client_over_the_connection_limit_gets_421(tmp_path: Path) -> None:
+    async with running_simulator() as (_, url):
+        smtp = {"max_connections_per_client": 2}
+        async with running_bridge(make_config(tmp_path, url, smtp=smtp)) as bridge:
+            held = [await asyncio.open_connection("127.0.0.1", bridge.port) for _ in range(2)]
+            for reader, _ in held:
+                assert (await reader.readline()).startswith(b"220")
+            reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+            assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"421 4.7.0")
+            writer.close()
+            for _, w in held:
+                w.close()
+                await w.wait_closed()
+            # the slots come free once the server has seen the two connections close
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            code = 0
+            while code != 250 and loop.time() < deadline:
+                code, _ = await submit(bridge.port, mail("mobile:96597119440\ntext:x"))
+            assert code == 250
+
+
+async def test_passthrough_credentials_are_used_then_erased(tmp_path: Path) -> None:
+    async with running_simulator() as (_sim, url):
+        config = make_config(tmp_path, url, body_route={"body_credentials": "passthrough"})
+        async with running_bridge(config) as bridge:
+            body = f"username:corp\npassword:{SIM_PASSWORD}\nmobile:96597119440\ntext:legacy"
+            _, text = await submit(bridge.port, mail(body))
+            mail_id = text.split()[-1]
+            await eventually(lambda: bridge.rows(mail_id)[0].state == "sent", "the SMS")
+    # stopped cleanly: the WAL is checkpointed away, and secure_delete zeroed the erased value
+    assert not Path(config.queue.path + "-wal").exists()
+    assert SIM_PASSWORD.encode() not in Path(config.queue.path).read_bytes()
