@@ -109,6 +109,9 @@ async def serve(
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    # The outbox writer thread needs the GIL back quickly after each commit; with the
+    # default 5 ms switch interval a busy event loop makes every 250 wait for it.
+    sys.setswitchinterval(0.0005)
     grace = config.dispatch.grace
     async with AsyncExitStack() as stack:
         if handle_signals and threading.current_thread() is threading.main_thread():

@@ -203,8 +203,8 @@ class Group:
 
 
 def new_mail_id() -> str:
-    """Time-ordered, 18 characters: milliseconds in hex, then 6 random hex digits."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(3)}"
+    """Time-ordered, 22 characters: milliseconds in hex, then 40 random bits."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
 
 
 def batch_key(request: SmsRequest) -> str:
@@ -275,6 +275,8 @@ def op_enqueue(conn: sqlite3.Connection, accepted: Accepted, now: float, dedupe_
             known = tuple(r[0] for r in conn.execute("SELECT id FROM sms WHERE mail_id = ? ORDER BY id", (rec[0],)))
             return Enqueued(rec[0], known, duplicate=True)
     mail_id = new_mail_id()
+    while conn.execute("SELECT 1 FROM sms WHERE mail_id = ? LIMIT 1", (mail_id,)).fetchone():
+        mail_id = new_mail_id()  # a collision is astronomically rare; never fail a commit for it
     ids: list[str] = []
     for n, request in enumerate(accepted.requests, start=1):
         row_id = mail_id if len(accepted.requests) == 1 else f"{mail_id}.{n}"

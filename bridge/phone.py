@@ -9,6 +9,7 @@ the library's range data lags new allocations; other countries go through
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -54,8 +55,9 @@ def _judge(parsed: phonenumbers.PhoneNumber, strict: bool) -> NumberResult:
     return NumberResult(f"{parsed.country_code}{national}", region)
 
 
+@functools.lru_cache(maxsize=8192)
 def normalise(raw: str, default_region: str = "KW", *, strict: bool = True) -> NumberResult:
-    """Normalise one number, or say in plain words what is wrong with it."""
+    """Normalise one number, or say in plain words what is wrong with it (cached: pure)."""
     text = _SEPARATORS.sub("", _ascii_digits(raw.strip()))
     if not text:
         return NumberResult(problem="is empty")

@@ -56,6 +56,20 @@ def test_empty_plain_alternative_falls_back_to_html() -> None:
     assert (mail.body, mail.body_source) == ("text:hello", "text/html")
 
 
+def test_a_forwarded_message_attached_is_not_the_body() -> None:
+    raw = (
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\nContent-Type: text/html\r\n\r\n<p>text:outer</p>\r\n'
+        b"--m\r\nContent-Type: message/rfc822\r\n\r\nSubject: old\r\n\r\ntext:forwarded\r\n--m--\r\n"
+    )
+    assert parse_mail(raw).body == "text:outer"
+
+
+def test_rfc2047_words_in_any_charset_and_broken_ones_are_kept_readable() -> None:
+    raw = b"Subject: =?windows-1256?Q?=C7=E1?= =?utf-8?B?2YXYsdit2Kg=?= =?x-unknown?Q?ok?= plain\r\n\r\nx"
+    # white space between adjacent encoded words is not part of the text (RFC 2047, 6.2)
+    assert parse_mail(raw).subject == "\u0627\u0644\u0645\u0631\u062d\u0628ok plain"
+
+
 def test_html_becomes_readable_text() -> None:
     html = (
         "<html><head><style>p{}</style><script>var x=1;</script></head><body>"
