@@ -47,9 +47,8 @@ async def in_process_simulator(config: Config) -> AsyncIterator[Simulator | None
 
 @asynccontextmanager
 async def open_providers(config: Config) -> AsyncIterator[dict[str, Provider]]:
-    """One provider per account, sharing one HTTP client; the simulator first if asked."""
+    """One provider per account, sharing one HTTP client."""
     async with AsyncExitStack() as stack:
-        await stack.enter_async_context(in_process_simulator(config))
         client = await stack.enter_async_context(
             httpx.AsyncClient(
                 headers={"User-Agent": f"sms-bridge/{__version__}"},
@@ -133,6 +132,7 @@ async def serve(
                 recovered["unknown"],
                 recovered["resent"],
             )
+        await stack.enter_async_context(in_process_simulator(config))
         providers = await stack.enter_async_context(open_providers(config))
         notifier = Notifier(config, outbox)
         dispatcher = Dispatcher(config, outbox, providers, on_notice=notifier.wake)

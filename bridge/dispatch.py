@@ -208,11 +208,14 @@ class Dispatcher:
         self._report(rows, Outcome("sent", msg_id=sent.message_id))
 
     def _delay(self, attempts: int, retry_after: float | None) -> float:
+        """The provider's own "retry after" when it gave one (spread upwards only),
+        else the retry schedule's step for this attempt, spread both ways."""
+        jitter = self.config.dispatch.jitter
+        if retry_after:
+            return retry_after * (1 + self.rng.uniform(0, jitter))
         schedule = self.config.dispatch.retry_schedule
         base = schedule[min(max(attempts, 1), len(schedule)) - 1]
-        jitter = self.config.dispatch.jitter
-        delay = base * (1 + self.rng.uniform(-jitter, jitter))
-        return max(delay, retry_after or 0.0)
+        return base * (1 + self.rng.uniform(-jitter, jitter))
 
     async def _transient(self, rows: list[Row], exc: DeliveryError) -> None:
         now = time.time()

@@ -276,3 +276,37 @@ async def test_passthrough_credentials_are_used_then_erased(tmp_path: Path) -> N
     # stopped cleanly: the WAL is checkpointed away, and secure_delete zeroed the erased value
     assert not Path(config.queue.path + "-wal").exists()
     assert SIM_PASSWORD.encode() not in Path(config.queue.path).read_bytes()
+
+
+async def test_the_provider_s_retry_after_sets_the_next_attempt(tmp_path: Path) -> None:
+    """ERR028 says: this number again in 15 s. The retry comes after 15 s, not after the schedule's step."""
+    async with running_simulator(repeat_window=15) as (_, url):
+        config = make_config(tmp_path, url, dispatch={"retry_schedule": [300], "jitter": 0.2})
+        async with running_bridge(config) as bridge:
+            await submit(bridge.port, mail("mobile:96597119440\ntext:first"))
+            await eventually(lambda: any(r.state == "sent" for r in bridge.rows()), "the first SMS")
+            _, text = await submit(bridge.port, mail("mobile:96597119440\ntext:second"))
+            mail_id = text.split()[-1]
+            await eventually(lambda: bridge.rows(mail_id)[0].last_code == "ERR028", "the ERR028 reply")
+            (row,) = bridge.rows(mail_id)
+    assert 15 <= row.next_attempt - row.updated <= 15 * 1.2 + 0.01
+
+
+async def test_swaks_as_an_administrator_types_it(tmp_path: Path) -> None:
+    """The README's swaks command, against the real server."""
+    import shutil
+
+    swaks = shutil.which("swaks")
+    if swaks is None:
+        pytest.skip("swaks is not installed (.ci/run installs it)")
+    async with running_simulator() as (sim, url), running_bridge(make_config(tmp_path, url)) as bridge:
+        proc = await asyncio.create_subprocess_exec(
+            swaks, "--server", f"127.0.0.1:{bridge.port}", "--from", "you@example.com", "--to", "sms@bridge.test",
+            "--body", "mobile:96597119440\ntext:Hello from swaks",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, out.decode()
+        assert b"250 2.0.0 queued as" in out
+        await eventually(lambda: len(sim.delivered) == 1, "the SMS")
+    assert sim.delivered[0].text == "Hello from swaks"
