@@ -20,6 +20,7 @@ from bridge import __version__
 from bridge.config import Config, parse_host_port
 from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
+from bridge.ingress.imap import MailboxWatcher
 from bridge.ingress.smtp import ConnectionLimits, Handler, protocol_factory, tls_context
 from bridge.notify import Notifier
 from bridge.outbox import SqliteOutbox, op_prune_seen, op_recover, op_release_held_notices
@@ -141,10 +142,13 @@ async def serve(
         servers = await _bind(config, handler, limits)
         bound = [(str(s.sockets[0].getsockname()[0]), int(s.sockets[0].getsockname()[1])) for s in servers]
         log.info("sms-bridge %s listening on %s", __version__, ", ".join(f"{h}:{p}" for h, p in bound))
-        dispatch_stop, notify_stop = asyncio.Event(), asyncio.Event()
+        watchers = [MailboxWatcher(box, config, outbox, dispatcher, on_notice=notifier.wake) for box in config.imap]
+        dispatch_stop, notify_stop, imap_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             dispatching = tg.create_task(dispatcher.run(dispatch_stop), name="dispatcher")
             tg.create_task(notifier.run(notify_stop), name="notifier")
+            for watcher in watchers:
+                tg.create_task(watcher.run(imap_stop), name=f"imap-{watcher.label}")
             notify_systemd("READY=1")
             if ready is not None:
                 ready(bound)
@@ -152,6 +156,7 @@ async def serve(
             notify_systemd("STOPPING=1")
             log.info("stopping: no new mail; finishing what is in flight (up to %.0f s)", grace)
             handler.stopping = True
+            imap_stop.set()
             for server in servers:
                 server.close()
             with contextlib.suppress(TimeoutError):

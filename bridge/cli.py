@@ -300,6 +300,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_imap_check(args: argparse.Namespace) -> int:
+    from bridge.ingress.imap import ImapFailure, check  # noqa: PLC0415
+
+    config = _load_config(args.config)
+    if not config.imap:
+        print("no mailboxes are configured (imap:)")
+        return 0
+
+    async def run() -> int:
+        failures = 0
+        for box in config.imap:
+            try:
+                report = await check(box)
+            except ImapFailure as exc:
+                failures += 1
+                print(f"{box.label()}: FAILED: {exc}")
+                continue
+            print(
+                f"{report.label}: OK ({box.host}:{box.real_port()}, {'TLS' if box.tls == 'implicit' else 'plain text'})"
+            )
+            print(f"  capabilities: {' '.join(report.capabilities)}")
+            print(f"  folders:      {', '.join(report.folders)}")
+            print(
+                f"  {box.folder}: {report.messages} message(s), {report.unseen} unseen, UIDVALIDITY {report.uidvalidity}"
+            )
+            idle = "IDLE" in report.capabilities and box.idle
+            print(f"  watching by:  {'IDLE' if idle else f'polling every {box.poll_interval:g} s'}")
+            for folder in {box.rejected_folder, box.processed_folder if box.after == "move" else None} - {None}:
+                if folder not in report.folders:
+                    print(f"  note: folder {folder} does not exist yet; the bridge creates it")
+        return failures
+
+    return 0 if asyncio.run(run()) == 0 else 1
+
+
 def _when(ts: float) -> str:
     import datetime as dt  # noqa: PLC0415
 
@@ -431,6 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the bridge: SMTP in, outbox, dispatch")
     config_arg(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("imap-check", help="log in to each configured mailbox and report, taking nothing")
+    config_arg(p)
+    p.set_defaults(func=cmd_imap_check)
 
     p = sub.add_parser("queue", help="look at and act on the outbox")
     config_arg(p)

@@ -299,6 +299,46 @@ class RouteConfig(_Model):
         return value
 
 
+class ImapConfig(_Model):
+    """A mailbox the bridge watches; each new mail is treated as if it came over SMTP."""
+
+    #: a short name for logs and the outbox (default: user@host)
+    name: str | None = None
+    host: str
+    #: default 993 (implicit TLS) or 143 (plain text)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    #: ``implicit`` (IMAPS); ``none`` only for a server on a trusted network
+    tls: Literal["implicit", "none"] = "implicit"
+    verify_tls: bool = True
+    ca_file: str | None = None
+    user: str
+    password: SecretStr
+    #: the mailbox's own address: never sent a notice (it would come back)
+    address: str | None = None
+    folder: str = "INBOX"
+    #: the route mail from here goes through (default: by the To:/Cc: addresses)
+    route: str | None = None
+    #: after a mail is taken: ``move`` it to ``processed_folder`` or ``flag`` it \Seen
+    after: Literal["move", "flag"] = "move"
+    processed_folder: str = "Processed"
+    rejected_folder: str = "Rejected"
+    #: use IDLE when the server offers it, re-issued every ``idle_interval`` seconds
+    idle: bool = True
+    idle_interval: float = Field(default=540.0, ge=5, le=600)
+    #: seconds between polls when the server has no IDLE
+    poll_interval: float = Field(default=60.0, gt=0)
+    #: seconds any one IMAP command may take
+    timeout: float = Field(default=60.0, gt=0)
+    #: longest wait between reconnection attempts
+    max_backoff: float = Field(default=300.0, ge=1)
+
+    def label(self) -> str:
+        return self.name or f"{self.user}@{self.host}"
+
+    def real_port(self) -> int:
+        return self.port or (993 if self.tls == "implicit" else 143)
+
+
 class SimulatorConfig(_Model):
     #: run ``sms-bridge simulate`` inside the bridge (for trying the bridge out)
     enabled: bool = False
@@ -317,6 +357,7 @@ class Config(_Model):
     accounts: dict[str, AccountConfig]
     routes: dict[str, RouteConfig]
     aliases: dict[str, tuple[str, ...]] = {}
+    imap: tuple[ImapConfig, ...] = ()
     dispatch: DispatchConfig = DispatchConfig()
     notify: NotifyConfig = NotifyConfig()
     simulator: SimulatorConfig = SimulatorConfig()
@@ -416,6 +457,17 @@ def _cross_check(config: Config) -> list[Problem]:
     for i, listener in enumerate(config.smtp.listeners()):
         if listener.tls in ("starttls", "implicit") and not config.smtp.tls_cert:
             problems.append(Problem(f"smtp.listen.{i}.tls", f"{listener.tls} needs smtp.tls_cert and smtp.tls_key"))
+    labels: set[str] = set()
+    for i, box in enumerate(config.imap):
+        if box.route is not None and box.route not in config.routes:
+            problems.append(Problem(f"imap.{i}.route", f"no route named {box.route!r}"))
+        if box.label() in labels:
+            problems.append(Problem(f"imap.{i}.name", f"{box.label()!r} is used twice; give each mailbox its own name"))
+        labels.add(box.label())
+        if box.after == "move" and box.processed_folder == box.folder:
+            problems.append(Problem(f"imap.{i}.processed_folder", "must differ from the watched folder"))
+        if box.rejected_folder == box.folder:
+            problems.append(Problem(f"imap.{i}.rejected_folder", "must differ from the watched folder"))
     for alias, numbers in config.aliases.items():
         if not numbers:
             problems.append(Problem(f"aliases.{alias}", "lists no numbers"))

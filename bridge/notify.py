@@ -21,7 +21,15 @@ import aiosmtplib
 
 from bridge.aio import wait_any
 from bridge.config import Config, parse_host_port
-from bridge.outbox import Row, SqliteOutbox, op_pending_notices, op_set_notice
+from bridge.outbox import (
+    RejectionRow,
+    Row,
+    SqliteOutbox,
+    op_pending_notices,
+    op_pending_rejections,
+    op_set_notice,
+    op_set_rejection_notice,
+)
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.notify")
@@ -39,8 +47,52 @@ def _fields(pairs: list[tuple[str, str]]) -> Message:
     return block
 
 
+def build_dsn(
+    config: Config,
+    *,
+    to: str,
+    subject: str,
+    human: str,
+    status: str,
+    diagnostic: str,
+    rcpts: tuple[str, ...],
+    message_id: str,
+    arrival: float,
+    last_attempt: float,
+) -> MIMEMultipart:
+    """An RFC 3464 delivery status notification (pure: builds a message, sends nothing)."""
+    outer = MIMEMultipart("report", report_type="delivery-status")
+    outer["From"] = f"SMS bridge <{config.notify.sender}>"
+    outer["To"] = to
+    outer["Subject"] = subject[:200]
+    outer["Date"] = formatdate(localtime=False)
+    outer["Message-ID"] = make_msgid(domain=config.notify.sender.rpartition("@")[2] or None)
+    outer["Auto-Submitted"] = "auto-replied"
+    if message_id:
+        outer["In-Reply-To"] = message_id
+        outer["References"] = message_id
+    outer.attach(MIMEText(human, "plain", "utf-8"))
+    report = MIMEBase("message", "delivery-status")
+    blocks = [_fields([("Reporting-MTA", f"dns; {config.smtp.hostname}"), ("Arrival-Date", formatdate(arrival))])]
+    for rcpt in rcpts or ("unknown",):
+        blocks.append(
+            _fields(
+                [
+                    ("Final-Recipient", f"rfc822; {rcpt}"),
+                    ("Action", "failed"),
+                    ("Status", status),
+                    ("Diagnostic-Code", f"x-sms; {diagnostic}"[:900]),
+                    ("Last-Attempt-Date", formatdate(last_attempt)),
+                ]
+            )
+        )
+    report.set_payload(blocks)  # type: ignore[arg-type]  # message/delivery-status holds header blocks
+    outer.attach(report)
+    return outer
+
+
 def build_notice(row: Row, config: Config) -> MIMEMultipart:
-    """The notice for one row (pure: builds a message, sends nothing)."""
+    """The notice for an SMS that failed or expired."""
     reason = row.last_error or "the provider refused it"
     code = f" ({row.last_code})" if row.last_code else ""
     human = (
@@ -55,34 +107,60 @@ def build_notice(row: Row, config: Config) -> MIMEMultipart:
         "Nothing was charged for this SMS. Correct the problem and send the mail again.\n"
         "This notice was written by sms-bridge; replies to it are not read.\n"
     )
-    outer = MIMEMultipart("report", report_type="delivery-status")
-    outer["From"] = f"SMS bridge <{config.notify.sender}>"
-    outer["To"] = row.mail_from
-    outer["Subject"] = f"SMS not sent: {reason}"[:200]
-    outer["Date"] = formatdate(localtime=False)
-    outer["Message-ID"] = make_msgid(domain=config.notify.sender.rpartition("@")[2] or None)
-    outer["Auto-Submitted"] = "auto-replied"
-    if row.message_id:
-        outer["In-Reply-To"] = row.message_id
-        outer["References"] = row.message_id
-    outer.attach(MIMEText(human, "plain", "utf-8"))
-    status = MIMEBase("message", "delivery-status")
-    blocks = [_fields([("Reporting-MTA", f"dns; {config.smtp.hostname}"), ("Arrival-Date", formatdate(row.created))])]
-    for rcpt in row.rcpts or ("unknown",):
-        blocks.append(
-            _fields(
-                [
-                    ("Final-Recipient", f"rfc822; {rcpt}"),
-                    ("Action", "failed"),
-                    ("Status", "5.0.0"),
-                    ("Diagnostic-Code", f"x-sms; {row.last_code + ' ' if row.last_code else ''}{reason}"[:900]),
-                    ("Last-Attempt-Date", formatdate(row.updated)),
-                ]
-            )
-        )
-    status.set_payload(blocks)  # type: ignore[arg-type]  # message/delivery-status holds header blocks
-    outer.attach(status)
-    return outer
+    return build_dsn(
+        config,
+        to=row.mail_from,
+        subject=f"SMS not sent: {reason}",
+        human=human,
+        status="5.0.0",
+        diagnostic=f"{row.last_code + ' ' if row.last_code else ''}{reason}",
+        rcpts=row.rcpts,
+        message_id=row.message_id,
+        arrival=row.created,
+        last_attempt=row.updated,
+    )
+
+
+def build_rejection_notice(rejection: RejectionRow, config: Config) -> MIMEMultipart:
+    """The notice for a mail taken from a mailbox and refused: every problem, by field."""
+    problems = "\n".join(f"  {field}: {message}" for field, message in rejection.problems)
+    human = (
+        "Your message was not sent as SMS, because:\n\n"
+        f"{problems}\n\n"
+        f"  Subject:    {rejection.subject or '(none)'}\n"
+        f"  Message-ID: {rejection.message_id or '(none)'}\n"
+        f"  Bridge id:  {rejection.id}\n\n"
+        "Nothing was sent or charged. Correct the problems and send the mail again.\n"
+        "This notice was written by sms-bridge; replies to it are not read.\n"
+    )
+    first = rejection.problems[0] if rejection.problems else ("mail", "refused")
+    return build_dsn(
+        config,
+        to=rejection.mail_from,
+        subject=f"SMS not sent: {first[0]}: {first[1]}",
+        human=human,
+        status="5.6.0",
+        diagnostic="; ".join(f"{f}: {m}" for f, m in rejection.problems),
+        rcpts=rejection.rcpts,
+        message_id=rejection.message_id,
+        arrival=rejection.created,
+        last_attempt=rejection.created,
+    )
+
+
+def should_not_answer(mail_from: str, auto_submitted: str, config: Config, own: tuple[str, ...] = ()) -> str | None:
+    """Why no notice may go to ``mail_from`` (loops, null senders), or None."""
+    sender = mail_from.strip().strip("<>").lower()
+    if not sender or "@" not in sender:
+        return "the mail had no sender address (<>)"
+    if auto_submitted and auto_submitted.strip().lower() != "no":
+        return "the mail was sent automatically (Auto-Submitted)"
+    local = sender.partition("@")[0]
+    if local in ("mailer-daemon", "postmaster"):
+        return "the mail came from a mail system"
+    if route_for(sender, config) is not None or sender == config.notify.sender.lower() or sender in own:
+        return "the sender is an address of this bridge"
+    return None
 
 
 class Notifier:
@@ -98,15 +176,11 @@ class Notifier:
     def wake(self) -> None:
         self._wake.set()
 
-    def _skip_reason(self, row: Row) -> str | None:
-        sender = row.mail_from.strip().strip("<>")
-        if not sender or "@" not in sender:
-            return "the mail had no sender address (<>)"
-        if route_for(sender, self.config) is not None or sender.lower() == self.config.notify.sender.lower():
-            return "the sender is an address of this bridge"
-        if self.config.notify.smarthost is None:
+    def _skip_reason(self, mail_from: str) -> str | None:
+        reason = should_not_answer(mail_from, "", self.config)
+        if reason is None and self.config.notify.smarthost is None:
             return "notify.smarthost is not configured"
-        return None
+        return reason
 
     async def _send(self, message: EmailMessage | MIMEMultipart, to: str) -> None:
         settings = self.config.notify
@@ -136,7 +210,7 @@ class Notifier:
         for row in rows:
             if self._retry_at.get(row.id, 0.0) > now:
                 continue
-            skip = self._skip_reason(row)
+            skip = self._skip_reason(row.mail_from)
             if skip is not None:
                 log.warning("notice id=%s not mailed (%s): %s", row.id, skip, row.last_error)
                 await self._mark(row.id, "skipped")
@@ -153,8 +227,30 @@ class Notifier:
             self._retry_at.pop(row.id, None)
             log.info("notice id=%s sent to %s", row.id, row.mail_from)
             sent += 1
+        for rejection in await self.outbox.run(lambda c: op_pending_rejections(c, 50)):
+            if self._retry_at.get(rejection.id, 0.0) > now:
+                continue
+            skip = self._skip_reason(rejection.mail_from)
+            if skip is not None:
+                log.warning("rejection notice id=%s not mailed (%s)", rejection.id, skip)
+                await self._mark_rejection(rejection.id, "skipped")
+                continue
+            try:
+                await self._send(build_rejection_notice(rejection, self.config), rejection.mail_from)
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                self._retry_at[rejection.id] = now + 60
+                log.warning(
+                    "rejection notice id=%s not sent yet (%s); retrying in 60 s", rejection.id, type(exc).__name__
+                )
+                continue
+            await self._mark_rejection(rejection.id, "sent")
+            log.info("rejection notice id=%s sent to %s", rejection.id, rejection.mail_from)
+            sent += 1
         self.sent += sent
         return sent
+
+    async def _mark_rejection(self, rejection_id: str, notice: str) -> None:
+        await self.outbox.run(lambda c: op_set_rejection_notice(c, [rejection_id], notice))
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

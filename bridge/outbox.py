@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import queue
 import secrets
 import sqlite3
@@ -96,7 +97,31 @@ CREATE TABLE IF NOT EXISTS seen (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+CREATE TABLE IF NOT EXISTS imap_seen (
+    mailbox TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    mail_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (mailbox, uidvalidity, uid)
+);
+CREATE TABLE IF NOT EXISTS rejections (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    via TEXT NOT NULL,
+    mail_from TEXT NOT NULL,
+    rcpts TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    problems TEXT NOT NULL,
+    notice TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rejections_notice ON rejections(notice) WHERE notice = 'pending';
 """
+
+#: an IMAP message's identity: (mailbox name, UIDVALIDITY, UID)
+ImapKey = tuple[str, int, int]
 
 
 class OutboxError(BridgeError):
@@ -266,13 +291,108 @@ def connect(path: str | Path) -> sqlite3.Connection:
 # -- operations (each runs inside a transaction the caller owns) ---------------
 
 
-def op_enqueue(conn: sqlite3.Connection, accepted: Accepted, now: float, dedupe_window: float) -> Enqueued:
+def op_imap_outcome(conn: sqlite3.Connection, key: ImapKey) -> tuple[str, str] | None:
+    """(outcome, mail id) of an IMAP message already taken, or None."""
+    rec = conn.execute(
+        "SELECT outcome, mail_id FROM imap_seen WHERE mailbox = ? AND uidvalidity = ? AND uid = ?", key
+    ).fetchone()
+    return None if rec is None else (rec[0], rec[1])
+
+
+def _mark_imap(conn: sqlite3.Connection, key: ImapKey | None, outcome: str, mail_id: str, now: float) -> None:
+    if key is not None:
+        conn.execute(
+            "INSERT OR IGNORE INTO imap_seen (mailbox, uidvalidity, uid, outcome, mail_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (*key, outcome, mail_id, now),
+        )
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A mail taken from a mailbox and refused: its sender is told why by notice."""
+
+    via: str
+    mail_from: str
+    rcpts: tuple[str, ...]
+    message_id: str
+    subject: str
+    problems: tuple[tuple[str, str], ...]
+    notify: bool
+
+
+@dataclass(frozen=True)
+class RejectionRow:
+    id: str
+    created: float
+    via: str
+    mail_from: str
+    rcpts: tuple[str, ...]
+    message_id: str
+    subject: str
+    problems: tuple[tuple[str, str], ...]
+    notice: str
+
+
+def op_reject(conn: sqlite3.Connection, rejection: Rejection, now: float, key: ImapKey | None = None) -> str:
+    """Record a refused mail (and its IMAP identity) in one transaction; its id."""
+    rejection_id = new_mail_id()
+    conn.execute(
+        """INSERT INTO rejections (id, created, via, mail_from, rcpts, message_id, subject, problems, notice)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            rejection_id,
+            now,
+            rejection.via,
+            rejection.mail_from,
+            ",".join(rejection.rcpts),
+            rejection.message_id,
+            rejection.subject[:500],
+            json.dumps([list(p) for p in rejection.problems]),
+            "pending" if rejection.notify else "skipped",
+        ),
+    )
+    _mark_imap(conn, key, "rejected", rejection_id, now)
+    return rejection_id
+
+
+def op_pending_rejections(conn: sqlite3.Connection, limit: int = 50) -> list[RejectionRow]:
+    recs = conn.execute("SELECT * FROM rejections WHERE notice = 'pending' ORDER BY created LIMIT ?", (limit,))
+    return [
+        RejectionRow(
+            id=r["id"],
+            created=r["created"],
+            via=r["via"],
+            mail_from=r["mail_from"],
+            rcpts=tuple(filter(None, r["rcpts"].split(","))),
+            message_id=r["message_id"],
+            subject=r["subject"],
+            problems=tuple((str(f), str(m)) for f, m in json.loads(r["problems"])),
+            notice=r["notice"],
+        )
+        for r in recs
+    ]
+
+
+def op_set_rejection_notice(conn: sqlite3.Connection, ids: Sequence[str], notice: str) -> None:
+    conn.executemany("UPDATE rejections SET notice = ? WHERE id = ?", [(notice, i) for i in ids])
+
+
+def op_enqueue(
+    conn: sqlite3.Connection, accepted: Accepted, now: float, dedupe_window: float, key: ImapKey | None = None
+) -> Enqueued:
+    """Store the mail's rows (and its IMAP identity) in one transaction, unless it was seen."""
+    if key is not None:
+        seen = op_imap_outcome(conn, key)
+        if seen is not None:
+            known = tuple(r[0] for r in conn.execute("SELECT id FROM sms WHERE mail_id = ? ORDER BY id", (seen[1],)))
+            return Enqueued(seen[1], known, duplicate=True)
     if accepted.fingerprint is not None:
         rec = conn.execute(
             "SELECT mail_id FROM seen WHERE fingerprint = ? AND at > ?", (accepted.fingerprint, now - dedupe_window)
         ).fetchone()
         if rec is not None:
             known = tuple(r[0] for r in conn.execute("SELECT id FROM sms WHERE mail_id = ? ORDER BY id", (rec[0],)))
+            _mark_imap(conn, key, "duplicate", rec[0], now)
             return Enqueued(rec[0], known, duplicate=True)
     mail_id = new_mail_id()
     while conn.execute("SELECT 1 FROM sms WHERE mail_id = ? LIMIT 1", (mail_id,)).fetchone():
@@ -318,6 +438,7 @@ def op_enqueue(conn: sqlite3.Connection, accepted: Accepted, now: float, dedupe_
             "INSERT OR REPLACE INTO seen (fingerprint, mail_id, at) VALUES (?, ?, ?)",
             (accepted.fingerprint, mail_id, now),
         )
+    _mark_imap(conn, key, "queued", mail_id, now)
     return Enqueued(mail_id, tuple(ids))
 
 
@@ -612,9 +733,9 @@ class SqliteOutbox:
 
     # -- conveniences ------------------------------------------------------
 
-    async def enqueue(self, accepted: Accepted) -> Enqueued:
+    async def enqueue(self, accepted: Accepted, key: ImapKey | None = None) -> Enqueued:
         window = self.dedupe_window
-        return await self.run(lambda c: op_enqueue(c, accepted, time.time(), window))
+        return await self.run(lambda c: op_enqueue(c, accepted, time.time(), window, key))
 
     async def claim(self, account: str, *, combine: bool = True) -> Group:
         return await self.run(lambda c: op_claim(c, account, time.time(), combine))

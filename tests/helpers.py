@@ -118,6 +118,7 @@ def config_data(
     body_route: dict[str, Any] | None = None,
     smtp: dict[str, Any] | None = None,
     dispatch: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "smtp": {"listen": ["127.0.0.1:0"], "hostname": "bridge.test"} | (smtp or {}),
@@ -143,7 +144,7 @@ def config_data(
     }
     if sink_port is not None:
         data["notify"] = {"smarthost": f"127.0.0.1:{sink_port}", "tls": "none", "sender": "mailer-daemon@bridge.test"}
-    return data
+    return data | (extra or {})
 
 
 def make_config(tmp_path: Path, sim_url: str, **kwargs: Any) -> Config:
