@@ -21,9 +21,16 @@ from bridge.config import Config, parse_host_port
 from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
 from bridge.ingress.imap import MailboxWatcher
-from bridge.ingress.smtp import ConnectionLimits, Handler, protocol_factory, tls_context
+from bridge.ingress.smtp import AuthGuard, ConnectionLimits, Handler, protocol_factory, tls_context
 from bridge.notify import Notifier
-from bridge.outbox import SqliteOutbox, op_prune_seen, op_recover, op_release_held_notices
+from bridge.outbox import (
+    SqliteOutbox,
+    op_balances,
+    op_prune_seen,
+    op_prune_usage,
+    op_recover,
+    op_release_held_notices,
+)
 from bridge.providers import Provider, RateLimiter, build
 from bridge.simulator import Simulator
 
@@ -75,13 +82,13 @@ def notify_systemd(state: str) -> None:
         sock.sendall(state.encode())
 
 
-async def _bind(config: Config, handler: Handler, limits: ConnectionLimits) -> list[asyncio.Server]:
+async def _bind(config: Config, handler: Handler, limits: ConnectionLimits, guard: AuthGuard) -> list[asyncio.Server]:
     loop = asyncio.get_running_loop()
     context = tls_context(config)
     servers: list[asyncio.Server] = []
     for listener in config.smtp.listeners():
         host, port = parse_host_port(listener.address)
-        factory = protocol_factory(config, handler, listener, limits, context)
+        factory = protocol_factory(config, handler, listener, limits, context, guard)
         try:
             server = await loop.create_server(
                 factory, host, port, ssl=context if listener.tls == "implicit" else None, reuse_address=True
@@ -126,6 +133,8 @@ async def serve(
         recovered = await outbox.run(lambda c: op_recover(c, now, at_least_once))
         await outbox.run(lambda c: op_release_held_notices(c))
         await outbox.run(lambda c: op_prune_seen(c, now - config.queue.dedupe_window))
+        await outbox.run(lambda c: op_prune_usage(c, now))
+        balances = await outbox.run(op_balances)
         if any(recovered.values()):
             log.warning(
                 "recovered after an unclean stop: %d requeued, %d unknown (may have been sent), %d queued again (at-least-once)",
@@ -136,10 +145,13 @@ async def serve(
         await stack.enter_async_context(in_process_simulator(config))
         providers = await stack.enter_async_context(open_providers(config))
         notifier = Notifier(config, outbox)
-        dispatcher = Dispatcher(config, outbox, providers, on_notice=notifier.wake)
+        dispatcher = Dispatcher(
+            config, outbox, providers, on_notice=notifier.wake, on_low_balance=notifier.low_balance, balances=balances
+        )
         handler = Handler(config, outbox, dispatcher, on_notice=notifier.wake)
         limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_client)
-        servers = await _bind(config, handler, limits)
+        guard = AuthGuard(config.smtp.auth_failures, config.smtp.auth_lockout)
+        servers = await _bind(config, handler, limits, guard)
         bound = [(str(s.sockets[0].getsockname()[0]), int(s.sockets[0].getsockname()[1])) for s in servers]
         log.info("sms-bridge %s listening on %s", __version__, ", ".join(f"{h}:{p}" for h, p in bound))
         watchers = [MailboxWatcher(box, config, outbox, dispatcher, on_notice=notifier.wake) for box in config.imap]

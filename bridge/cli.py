@@ -300,6 +300,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    import getpass  # noqa: PLC0415
+
+    from bridge.access import hash_password  # noqa: PLC0415
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("sms-bridge: the two passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        print("sms-bridge: use at least 8 characters", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
 def cmd_imap_check(args: argparse.Namespace) -> int:
     from bridge.ingress.imap import ImapFailure, check  # noqa: PLC0415
 
@@ -466,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the bridge: SMTP in, outbox, dispatch")
     config_arg(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("hash-password", help="print a hash for clients.<name>.password (reads the password)")
+    p.set_defaults(func=cmd_hash_password)
 
     p = sub.add_parser("imap-check", help="log in to each configured mailbox and report, taking nothing")
     config_arg(p)

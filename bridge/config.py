@@ -77,10 +77,10 @@ class SmtpConfig(_Model):
     timeout: float = Field(default=300.0, gt=0)
     tls_cert: str | None = None
     tls_key: str | None = None
-    #: clients from these networks may send without AUTH
-    allow_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
-    #: SMTP AUTH users (PLAIN, LOGIN) and their passwords (use ``${ENV}``)
-    users: dict[str, SecretStr] = {}
+    #: failed AUTH from one address: each failure slows the next reply by a second;
+    #: this many within ``auth_lockout`` seconds locks the address out for as long
+    auth_failures: int = Field(default=5, ge=1)
+    auth_lockout: float = Field(default=900.0, ge=1)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -95,18 +95,6 @@ class SmtpConfig(_Model):
     def _listen_given(cls, value: tuple[ListenerConfig, ...]) -> tuple[ListenerConfig, ...]:
         if not value:
             raise ValueError("give at least one host:port")
-        return value
-
-    @field_validator("allow_networks")
-    @classmethod
-    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        import ipaddress  # noqa: PLC0415
-
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not a network (such as 192.168.1.0/24)") from None
         return value
 
     def listeners(self) -> list[ListenerConfig]:
@@ -149,6 +137,8 @@ class NotifyConfig(_Model):
     password: SecretStr | None = None
     #: the From: of failure notices (the envelope sender is always <>)
     sender: str = "mailer-daemon@sms-bridge.invalid"
+    #: where balance warnings are mailed (none: only logged)
+    operator: str | None = None
 
     @field_validator("smarthost")
     @classmethod
@@ -180,6 +170,62 @@ class NumbersConfig(_Model):
         return value.upper()
 
 
+class LimitsConfig(_Model):
+    """Spending limits. Per minute and per hour: ``451 4.7.0`` (the sender retries
+    later); per day: ``550 5.7.1`` (a hard cap). Windows are calendar minutes,
+    hours and days in UTC; counts survive restarts (kept in the outbox)."""
+
+    messages_per_minute: int | None = Field(default=None, ge=1)
+    messages_per_hour: int | None = Field(default=None, ge=1)
+    messages_per_day: int | None = Field(default=None, ge=1)
+    points_per_minute: int | None = Field(default=None, ge=1)
+    points_per_hour: int | None = Field(default=None, ge=1)
+    points_per_day: int | None = Field(default=None, ge=1)
+    numbers_per_message: int | None = Field(default=None, ge=1)
+    #: destinations allowed: region codes (``KW``) or number prefixes (``9655``)
+    destinations: tuple[str, ...] | None = None
+
+
+class ClientConfig(_Model):
+    """A sending system: who it is, and what it may use.
+
+    A client with ``user`` is an SMTP AUTH login; with ``mailboxes``, mail taken
+    from those IMAP mailboxes; otherwise, SMTP clients from ``networks``.
+    ``networks`` and ``senders`` narrow each kind further."""
+
+    user: str | None = None
+    #: a ``scrypt$…`` hash (``sms-bridge hash-password``) or, from the environment, the password
+    password: SecretStr | None = None
+    networks: tuple[str, ...] = ()
+    #: envelope senders allowed: ``erp@corp.example`` or ``@corp.example``
+    senders: tuple[str, ...] = ()
+    mailboxes: tuple[str, ...] = ()
+    #: routes and accounts it may use (default: all)
+    routes: tuple[str, ...] | None = None
+    accounts: tuple[str, ...] | None = None
+    limits: LimitsConfig = LimitsConfig()
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress  # noqa: PLC0415
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network (such as 192.168.1.0/24)") from None
+        return value
+
+    @field_validator("senders")
+    @classmethod
+    def _senders(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if "@" not in item:
+                raise ValueError(f"{item!r} is not an address or @domain")
+        return tuple(v.strip().lower() for v in value)
+
+
 class AccountConfig(_Model):
     provider: ProviderName
     #: the provider's base URL (point it at ``sms-bridge simulate`` to test)
@@ -204,6 +250,11 @@ class AccountConfig(_Model):
     test: bool = False
     #: resend after an ambiguous outcome (may send twice; costs points twice)
     at_least_once: bool = False
+    limits: LimitsConfig = LimitsConfig()
+    #: warn (log, and mail ``notify.operator``) when the balance a provider reports falls below this
+    balance_warning: float | None = None
+    #: refuse new mail (``451 4.7.1``) while the last known balance cannot pay for it
+    refuse_when_empty: bool = False
     #: KwtSMS v4.1 reply format
     reply_format: Literal["json", "text"] = "json"
     #: OpenTech: a reply matching this pattern is a success (the API does not document one)
@@ -358,6 +409,8 @@ class Config(_Model):
     routes: dict[str, RouteConfig]
     aliases: dict[str, tuple[str, ...]] = {}
     imap: tuple[ImapConfig, ...] = ()
+    #: who may send; by default, any SMTP client on this machine (loopback)
+    clients: dict[str, ClientConfig] = {"local": ClientConfig(networks=("127.0.0.0/8", "::1/128"))}
     dispatch: DispatchConfig = DispatchConfig()
     notify: NotifyConfig = NotifyConfig()
     simulator: SimulatorConfig = SimulatorConfig()
@@ -458,6 +511,31 @@ def _cross_check(config: Config) -> list[Problem]:
         if listener.tls in ("starttls", "implicit") and not config.smtp.tls_cert:
             problems.append(Problem(f"smtp.listen.{i}.tls", f"{listener.tls} needs smtp.tls_cert and smtp.tls_key"))
     labels: set[str] = set()
+    users: dict[str, str] = {}
+    box_names = {box.label() for box in config.imap}
+    for name, client in config.clients.items():
+        path = f"clients.{name}"
+        if not (client.user or client.networks or client.mailboxes):
+            problems.append(Problem(path, "give user, networks or mailboxes: how this client is recognised"))
+        if client.user and client.mailboxes:
+            problems.append(Problem(path, "a client is an SMTP login (user) or IMAP mailboxes, not both"))
+        if client.user and client.password is None:
+            problems.append(Problem(f"{path}.password", "is required with user"))
+        if client.password is not None and not client.user:
+            problems.append(Problem(f"{path}.user", "is required with password"))
+        if client.user:
+            if client.user in users:
+                problems.append(Problem(f"{path}.user", f"{client.user!r} is already client {users[client.user]}'s"))
+            users[client.user] = name
+        for box_name in client.mailboxes:
+            if box_name not in box_names:
+                problems.append(Problem(f"{path}.mailboxes", f"no IMAP mailbox named {box_name!r}"))
+        for route_name in client.routes or ():
+            if route_name not in config.routes:
+                problems.append(Problem(f"{path}.routes", f"no route named {route_name!r}"))
+        for account_name in client.accounts or ():
+            if account_name not in config.accounts:
+                problems.append(Problem(f"{path}.accounts", f"no account named {account_name!r}"))
     for i, box in enumerate(config.imap):
         if box.route is not None and box.route not in config.routes:
             problems.append(Problem(f"imap.{i}.route", f"no route named {box.route!r}"))
@@ -468,6 +546,13 @@ def _cross_check(config: Config) -> list[Problem]:
             problems.append(Problem(f"imap.{i}.processed_folder", "must differ from the watched folder"))
         if box.rejected_folder == box.folder:
             problems.append(Problem(f"imap.{i}.rejected_folder", "must differ from the watched folder"))
+        if not any(box.label() in c.mailboxes for c in config.clients.values()):
+            problems.append(
+                Problem(
+                    f"imap.{i}",
+                    f"no client lists mailbox {box.label()!r} (clients.<name>.mailboxes): its mail would all be refused",
+                )
+            )
     for alias, numbers in config.aliases.items():
         if not numbers:
             problems.append(Problem(f"aliases.{alias}", "lists no numbers"))

@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from bridge.aio import wait_any
 from bridge.config import Config
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
+from bridge.model import SmsRequest
 from bridge.outbox import (
     Group,
     Row,
     SqliteOutbox,
     op_finish,
     op_mark_sending,
+    op_record_balance,
     op_retry_later,
     op_sent,
 )
@@ -70,16 +72,40 @@ class Dispatcher:
         providers: dict[str, Provider],
         *,
         on_notice: Callable[[], None] = lambda: None,
+        on_low_balance: Callable[[str, float, float], None] = lambda account, balance, threshold: None,
+        balances: dict[str, float] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.outbox = outbox
         self.providers = providers
         self.on_notice = on_notice
+        self.on_low_balance = on_low_balance
+        #: the last balance each provider reported (kept in the outbox across restarts)
+        self.balances: dict[str, float] = dict(balances or {})
         self.rng = rng or random.Random()  # noqa: S311  (jitter, not secrets)
         self._wake = {name: asyncio.Event() for name in providers}
         self._waiters: dict[str, _Waiter] = {}
         self.attempts = 0  # provider calls made (for metrics and the benchmark)
+
+    def cannot_pay(self, requests: tuple[SmsRequest, ...]) -> str | None:
+        """Why an account that refuses when empty cannot take these SMS now, or None."""
+        needed: dict[str, int] = {}
+        for request in requests:
+            needed[request.account] = needed.get(request.account, 0) + request.points
+        for account, points in needed.items():
+            balance = self.balances.get(account)
+            if self.config.accounts[account].refuse_when_empty and balance is not None and balance < points:
+                return f"account {account} cannot pay for this mail ({points} points; last known balance {balance:g})"
+        return None
+
+    async def _record_balance(self, account: str, balance: float) -> None:
+        previous = await self.outbox.run(lambda c: op_record_balance(c, account, balance, time.time()))
+        self.balances[account] = balance
+        threshold = self.config.accounts[account].balance_warning
+        if threshold is not None and balance < threshold and (previous is None or previous >= threshold):
+            log.warning("low balance account=%s: %g points left (warning below %g)", account, balance, threshold)
+            self.on_low_balance(account, balance, threshold)
 
     def wake(self, account: str | None = None) -> None:
         for name, event in self._wake.items():
@@ -182,6 +208,8 @@ class Dispatcher:
     # -- outcomes ----------------------------------------------------------
 
     async def _sent(self, rows: list[Row], provider: Provider, sent: Sent) -> None:
+        if sent.balance_after is not None:
+            await self._record_balance(rows[0].account, sent.balance_after)
         now = time.time()
         await self.outbox.run(
             lambda c: op_sent(

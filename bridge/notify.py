@@ -171,6 +171,7 @@ class Notifier:
         self.outbox = outbox
         self._wake = asyncio.Event()
         self._retry_at: dict[str, float] = {}
+        self._background: list[asyncio.Future[None]] = []
         self.sent = 0
 
     def wake(self) -> None:
@@ -198,6 +199,31 @@ class Notifier:
             password=password,
             timeout=30,
         )
+
+    def low_balance(self, account: str, balance: float, threshold: float) -> None:
+        """Mail the operator (``notify.operator``) that an account runs low; best effort."""
+        operator = self.config.notify.operator
+        if not operator or self.config.notify.smarthost is None:
+            return
+        message = EmailMessage()
+        message["From"] = f"SMS bridge <{self.config.notify.sender}>"
+        message["To"] = operator
+        message["Subject"] = f"SMS account {account}: {balance:g} points left"
+        message["Date"] = formatdate(localtime=False)
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(
+            f"The balance of SMS account {account} fell to {balance:g} points "
+            f"(warning threshold {threshold:g}).\nTop it up before messages start failing.\n"
+        )
+        self._background.append(asyncio.ensure_future(self._send_operator(message, operator)))
+
+    async def _send_operator(self, message: EmailMessage, operator: str) -> None:
+        try:
+            await self._send(message, operator)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            log.warning("balance warning to %s not sent (%s)", operator, type(exc).__name__)
+        else:
+            log.info("balance warning sent to %s", operator)
 
     async def _mark(self, row_id: str, notice: str) -> None:
         await self.outbox.run(lambda c: op_set_notice(c, [row_id], notice))
@@ -257,3 +283,6 @@ class Notifier:
             self._wake.clear()
             await self.run_once()
             await wait_any(self._wake, stop, seconds=10)
+            self._background = [f for f in self._background if not f.done()]
+        if self._background:
+            await asyncio.wait(self._background, timeout=10)

@@ -118,7 +118,22 @@ CREATE TABLE IF NOT EXISTS rejections (
     notice TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rejections_notice ON rejections(notice) WHERE notice = 'pending';
+CREATE TABLE IF NOT EXISTS usage (
+    scope TEXT NOT NULL,
+    window TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    points INTEGER NOT NULL,
+    PRIMARY KEY (scope, window, bucket)
+);
+CREATE TABLE IF NOT EXISTS balances (
+    account TEXT PRIMARY KEY,
+    balance REAL NOT NULL,
+    at REAL NOT NULL
+);
 """
+
+WINDOWS = {"minute": 60, "hour": 3600, "day": 86400}
 
 #: an IMAP message's identity: (mailbox name, UIDVALIDITY, UID)
 ImapKey = tuple[str, int, int]
@@ -126,6 +141,15 @@ ImapKey = tuple[str, int, int]
 
 class OutboxError(BridgeError):
     """The outbox cannot store or read messages (disk full, database broken)."""
+
+
+class LimitExceeded(BridgeError):
+    """A client or account has used up a limit; nothing was stored."""
+
+    def __init__(self, scope: str, what: str, limit: int, window: str) -> None:
+        self.scope = scope
+        self.hard = window == "day"
+        super().__init__(f"{scope} has reached its limit of {limit} {what} per {window}")
 
 
 @dataclass(frozen=True)
@@ -377,8 +401,60 @@ def op_set_rejection_notice(conn: sqlite3.Connection, ids: Sequence[str], notice
     conn.executemany("UPDATE rejections SET notice = ? WHERE id = ?", [(notice, i) for i in ids])
 
 
+def op_use(conn: sqlite3.Connection, scopes: Sequence[tuple[str, Any]], messages: int, points: int, now: float) -> None:
+    """Count ``messages`` and ``points`` against each scope's limits (a ``LimitsConfig``),
+    or raise :class:`LimitExceeded` without counting anything."""
+    counted = []
+    for scope, limits in scopes:
+        for window, size in WINDOWS.items():
+            bucket = int(now // size)
+            rec = conn.execute(
+                "SELECT messages, points FROM usage WHERE scope = ? AND window = ? AND bucket = ?",
+                (scope, window, bucket),
+            ).fetchone()
+            used = {"messages": rec[0] if rec else 0, "points": rec[1] if rec else 0}
+            for what, amount in (("messages", messages), ("points", points)):
+                limit = getattr(limits, f"{what}_per_{window}")
+                if limit is not None and used[what] + amount > limit:
+                    raise LimitExceeded(scope, what, limit, window)
+            counted.append((scope, window, bucket))
+    conn.executemany(
+        """INSERT INTO usage (scope, window, bucket, messages, points) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (scope, window, bucket) DO UPDATE
+           SET messages = messages + excluded.messages, points = points + excluded.points""",
+        [(scope, window, bucket, messages, points) for scope, window, bucket in counted],
+    )
+
+
+def op_prune_usage(conn: sqlite3.Connection, now: float) -> int:
+    return (
+        conn.execute("DELETE FROM usage WHERE window != 'day' AND bucket < ?", (int(now // 3600) - 2,)).rowcount
+        + conn.execute("DELETE FROM usage WHERE window = 'day' AND bucket < ?", (int(now // 86400) - 2,)).rowcount
+    )
+
+
+def op_record_balance(conn: sqlite3.Connection, account: str, balance: float, now: float) -> float | None:
+    """Store the balance a provider reported; the one known before."""
+    rec = conn.execute("SELECT balance FROM balances WHERE account = ?", (account,)).fetchone()
+    conn.execute(
+        "INSERT INTO balances (account, balance, at) VALUES (?, ?, ?) "
+        "ON CONFLICT (account) DO UPDATE SET balance = excluded.balance, at = excluded.at",
+        (account, balance, now),
+    )
+    return None if rec is None else float(rec[0])
+
+
+def op_balances(conn: sqlite3.Connection) -> dict[str, float]:
+    return {r[0]: float(r[1]) for r in conn.execute("SELECT account, balance FROM balances")}
+
+
 def op_enqueue(
-    conn: sqlite3.Connection, accepted: Accepted, now: float, dedupe_window: float, key: ImapKey | None = None
+    conn: sqlite3.Connection,
+    accepted: Accepted,
+    now: float,
+    dedupe_window: float,
+    key: ImapKey | None = None,
+    usage: Sequence[tuple[str, Any]] = (),
 ) -> Enqueued:
     """Store the mail's rows (and its IMAP identity) in one transaction, unless it was seen."""
     if key is not None:
@@ -394,6 +470,9 @@ def op_enqueue(
             known = tuple(r[0] for r in conn.execute("SELECT id FROM sms WHERE mail_id = ? ORDER BY id", (rec[0],)))
             _mark_imap(conn, key, "duplicate", rec[0], now)
             return Enqueued(rec[0], known, duplicate=True)
+    if usage:
+        messages = sum(len(r.numbers) for r in accepted.requests)
+        op_use(conn, usage, messages, sum(r.points for r in accepted.requests), now)
     mail_id = new_mail_id()
     while conn.execute("SELECT 1 FROM sms WHERE mail_id = ? LIMIT 1", (mail_id,)).fetchone():
         mail_id = new_mail_id()  # a collision is astronomically rare; never fail a commit for it
@@ -733,9 +812,11 @@ class SqliteOutbox:
 
     # -- conveniences ------------------------------------------------------
 
-    async def enqueue(self, accepted: Accepted, key: ImapKey | None = None) -> Enqueued:
+    async def enqueue(
+        self, accepted: Accepted, key: ImapKey | None = None, usage: Sequence[tuple[str, Any]] = ()
+    ) -> Enqueued:
         window = self.dedupe_window
-        return await self.run(lambda c: op_enqueue(c, accepted, time.time(), window, key))
+        return await self.run(lambda c: op_enqueue(c, accepted, time.time(), window, key, usage))
 
     async def claim(self, account: str, *, combine: bool = True) -> Group:
         return await self.run(lambda c: op_claim(c, account, time.time(), combine))

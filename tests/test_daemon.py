@@ -214,8 +214,8 @@ async def test_identical_texts_are_combined_into_one_provider_call(tmp_path: Pat
 
 async def test_auth_is_not_offered_before_tls_and_outsiders_must_authenticate(tmp_path: Path) -> None:
     async with running_simulator() as (_, url):
-        smtp = {"allow_networks": ["10.0.0.0/8"], "users": {"scanner": "scanner-canary-pw"}}
-        async with running_bridge(make_config(tmp_path, url, smtp=smtp)) as bridge:
+        clients = {"lan": {"networks": ["10.0.0.0/8"]}, "scanner": {"user": "scanner", "password": "scanner-canary-pw"}}
+        async with running_bridge(make_config(tmp_path, url, extra={"clients": clients})) as bridge:
             client = aiosmtplib.SMTP(hostname="127.0.0.1", port=bridge.port, start_tls=False, timeout=10)
             await client.connect()
             await client.ehlo()
@@ -229,12 +229,9 @@ async def test_auth_is_not_offered_before_tls_and_outsiders_must_authenticate(tm
 
 async def test_plaintext_auth_listener_accepts_a_configured_user(tmp_path: Path) -> None:
     async with running_simulator() as (sim, url):
-        smtp = {
-            "listen": [{"address": "127.0.0.1:0", "plaintext_auth": True}],
-            "allow_networks": ["10.0.0.0/8"],
-            "users": {"scanner": "scanner-canary-pw"},
-        }
-        async with running_bridge(make_config(tmp_path, url, smtp=smtp)) as bridge:
+        smtp = {"listen": [{"address": "127.0.0.1:0", "plaintext_auth": True}]}
+        clients = {"lan": {"networks": ["10.0.0.0/8"]}, "scanner": {"user": "scanner", "password": "scanner-canary-pw"}}
+        async with running_bridge(make_config(tmp_path, url, smtp=smtp, extra={"clients": clients})) as bridge:
             msg = mail("mobile:96597119440\ntext:authed")
             bad = await submit(bridge.port, msg, username="scanner", password="wrong", start_tls=False)
             assert bad[0] == 535

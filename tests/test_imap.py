@@ -127,8 +127,11 @@ def imap_config(dv: Dovecot, **overrides: Any) -> dict[str, Any]:
     } | overrides
 
 
+CLIENTS = {"local": {"networks": ["127.0.0.0/8"]}, "mailbox": {"mailboxes": ["box"]}}
+
+
 def make(tmp_path: Path, url: str, dv: Dovecot, sink_port: int | None = None, **imap: Any) -> Any:
-    data = config_data(tmp_path, url, sink_port=sink_port, extra={"imap": [imap_config(dv, **imap)]})
+    data = config_data(tmp_path, url, sink_port=sink_port, extra={"imap": [imap_config(dv, **imap)], "clients": CLIENTS})
     return load_text(yaml.safe_dump(data), env={})
 
 
@@ -302,7 +305,7 @@ async def test_flag_mode_leaves_mail_in_place_and_takes_it_once(tmp_path: Path, 
 
 async def test_imap_check_reports_without_taking_anything(tmp_path: Path, dovecot: Dovecot, box: Mailbox) -> None:
     await box.append([sms_mail(1)])
-    data = config_data(tmp_path, "http://127.0.0.1:9", extra={"imap": [imap_config(dovecot)]})
+    data = config_data(tmp_path, "http://127.0.0.1:9", extra={"imap": [imap_config(dovecot)], "clients": CLIENTS})
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(data))
     data["imap"][0]["password"] = "wrong"

@@ -35,16 +35,17 @@ from typing import TypeVar
 
 import aioimaplib
 
+from bridge.access import Peer, check_requests, find_client, sender_allowed
 from bridge.aio import wait_any
 from bridge.config import Config, ImapConfig
 from bridge.dispatch import Dispatcher, numbers_for_log
 from bridge.errors import BridgeError
-from bridge.ingress.smtp import fingerprint
+from bridge.ingress.smtp import fingerprint, usage_scopes
 from bridge.intake import decide
 from bridge.mail import parse_mail
-from bridge.model import InboundMail
+from bridge.model import InboundMail, Problem
 from bridge.notify import should_not_answer
-from bridge.outbox import Accepted, Rejection, SqliteOutbox, op_imap_outcome, op_reject
+from bridge.outbox import Accepted, LimitExceeded, Rejection, SqliteOutbox, op_imap_outcome, op_reject
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.imap")
@@ -311,32 +312,24 @@ class MailboxWatcher:
         verdict = decide(mail, self.config)
         via = f"imap:{self.label}"
         if not verdict.ok:
-            auto = _header_value(raw, b"auto-submitted")
-            own = (self.box.address.lower(),) if self.box.address else ()
-            skip = should_not_answer(mail.mail_from, auto, self.config, own)
-            rejection = Rejection(
-                via=via,
-                mail_from=mail.mail_from,
-                rcpts=mail.rcpt_tos,
-                message_id=mail.message_id,
-                subject=mail.subject,
-                problems=tuple((p.field, p.message) for p in verdict.problems),
-                notify=skip is None,
+            await self._reject(session, key, uid, raw, mail, list(verdict.problems))
+            return
+        found = find_client(self.config, Peer(mailbox=self.label))
+        if found is None:
+            await self._reject(
+                session, key, uid, raw, mail, [Problem("sender", "no client may send from this mailbox")]
             )
-            now = time.time()
-            rejection_id = await self.outbox.run(lambda c: op_reject(c, rejection, now, key))
-            log.info(
-                "rejected id=%s via=%s uid=%d from=%s: %s%s",
-                rejection_id,
-                via,
-                uid,
-                mail.mail_from,
-                "; ".join(map(str, verdict.problems)),
-                f" (no notice: {skip})" if skip else "",
-            )
-            if skip is None:
-                self.on_notice()
-            await self._finish(session, uid, rejected=True)
+            return
+        name, client = found
+        refused = list(check_requests(name, client, self.config, verdict.requests))
+        if not sender_allowed(client, mail.mail_from):
+            refused.insert(0, Problem("sender", f"{mail.mail_from or '<>'} may not send SMS through this mailbox"))
+        if refused:
+            await self._reject(session, key, uid, raw, mail, refused)
+            return
+        empty = self.dispatcher.cannot_pay(verdict.requests)
+        if empty is not None:
+            log.warning("imap %s: uid %d left in place: %s", self.label, uid, empty)
             return
         accepted = Accepted(
             via=via,
@@ -347,7 +340,16 @@ class MailboxWatcher:
             requests=verdict.requests,
             fingerprint=fingerprint(mail.message_id, mail.mail_from, raw) or _content_fingerprint(raw),
         )
-        enqueued = await self.outbox.enqueue(accepted, key)
+        try:
+            enqueued = await self.outbox.enqueue(
+                accepted, key, usage_scopes(name, client, self.config, verdict.requests)
+            )
+        except LimitExceeded as exc:
+            if exc.hard:
+                await self._reject(session, key, uid, raw, mail, [Problem("limit", str(exc))])
+            else:  # left in the folder: taken at a later pass, when the limit allows
+                log.warning("imap %s: uid %d left in place: %s", self.label, uid, exc)
+            return
         if enqueued.duplicate:
             log.info("imap %s: uid %d is a copy of %s; not queued again", self.label, uid, enqueued.mail_id)
         else:
@@ -366,6 +368,44 @@ class MailboxWatcher:
                 )
                 self.dispatcher.wake(request.account)
         await self._finish(session, uid, rejected=False)
+
+    async def _reject(
+        self,
+        session: Session,
+        key: tuple[str, int, int],
+        uid: int,
+        raw: bytes,
+        mail: InboundMail,
+        problems: list[Problem],
+    ) -> None:
+        """Record the refusal and its notice, then move the mail to the rejected folder."""
+        auto = _header_value(raw, b"auto-submitted")
+        own = (self.box.address.lower(),) if self.box.address else ()
+        skip = should_not_answer(mail.mail_from, auto, self.config, own)
+        via = f"imap:{self.label}"
+        rejection = Rejection(
+            via=via,
+            mail_from=mail.mail_from,
+            rcpts=mail.rcpt_tos,
+            message_id=mail.message_id,
+            subject=mail.subject,
+            problems=tuple((p.field, p.message) for p in problems),
+            notify=skip is None,
+        )
+        now = time.time()
+        rejection_id = await self.outbox.run(lambda c: op_reject(c, rejection, now, key))
+        log.info(
+            "rejected id=%s via=%s uid=%d from=%s: %s%s",
+            rejection_id,
+            via,
+            uid,
+            mail.mail_from,
+            "; ".join(map(str, problems)),
+            f" (no notice: {skip})" if skip else "",
+        )
+        if skip is None:
+            self.on_notice()
+        await self._finish(session, uid, rejected=True)
 
     async def _finish(self, session: Session, uid: int, *, rejected: bool) -> None:
         if rejected:

@@ -26,21 +26,33 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import logging
 import re
+import secrets
 import ssl
+import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from bridge.config import Config, ListenerConfig
+from bridge.access import (
+    Peer,
+    auth_offered,
+    check_requests,
+    find_client,
+    may_use_route,
+    sender_allowed,
+    verify_password,
+)
+from bridge.config import ClientConfig, Config, ListenerConfig
 from bridge.dispatch import Dispatcher, Outcome, numbers_for_log
 from bridge.intake import decide
 from bridge.mail import parse_mail
-from bridge.outbox import Accepted, SqliteOutbox, op_set_notice
+from bridge.model import SmsRequest
+from bridge.outbox import Accepted, LimitExceeded, SqliteOutbox, op_set_notice
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.smtp")
@@ -97,14 +109,54 @@ class ConnectionLimits:
             del self.open[ip]
 
 
-class BridgeSMTP(SMTP):
-    """aiosmtpd's SMTP with connection limits and a 421 while shutting down."""
+class AuthGuard:
+    """Failed AUTH per client address: each failure slows the next reply by a second
+    more (up to 5 s); ``failures`` within ``lockout`` seconds lock the address out."""
 
-    def __init__(self, handler: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(self, failures: int, lockout: float) -> None:
+        self.failures = failures
+        self.lockout = lockout
+        self.recent: dict[str, list[float]] = {}
+        self.locked_until: dict[str, float] = {}
+
+    def locked(self, ip: str) -> bool:
+        return self.locked_until.get(ip, 0.0) > time.monotonic()
+
+    def failed(self, ip: str) -> float:
+        now = time.monotonic()
+        times = [t for t in self.recent.get(ip, []) if t > now - self.lockout] + [now]
+        self.recent[ip] = times
+        if len(times) >= self.failures:
+            self.locked_until[ip] = now + self.lockout
+            log.warning("auth locked out %s for %.0f s after %d failures", ip, self.lockout, len(times))
+        return float(min(len(times), 5))
+
+    def succeeded(self, ip: str) -> None:
+        self.recent.pop(ip, None)
+
+
+class BridgeSMTP(SMTP):
+    """aiosmtpd's SMTP with connection limits, AUTH slow-down and lockout."""
+
+    def __init__(self, handler: Any, *, limits: ConnectionLimits, guard: AuthGuard, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._limits = limits
+        self._guard = guard
         self._peer_ip: str | None = None
         self._refused = False
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        ip = self._peer_ip or "?"
+        if self._guard.locked(ip):
+            await self.push("421 4.7.0 Too many failed logins from your address; try again later")
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super().smtp_AUTH(arg)
+        if arg and self.session is not None and not self.session.authenticated:
+            await asyncio.sleep(self._guard.failed(ip))  # this session waits; the others do not
+        elif self.session is not None and self.session.authenticated:
+            self._guard.succeeded(ip)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None and self._original_transport is None
@@ -134,7 +186,7 @@ class BridgeSMTP(SMTP):
 
 
 class Handler:
-    """aiosmtpd hooks: routing at RCPT, parse/validate/commit at DATA."""
+    """aiosmtpd hooks: who at MAIL, routing at RCPT, parse/validate/commit at DATA."""
 
     def __init__(
         self, config: Config, outbox: SqliteOutbox, dispatcher: Dispatcher, *, on_notice: Callable[[], None]
@@ -147,29 +199,26 @@ class Handler:
         self.in_data = 0
         self.idle = asyncio.Event()
         self.idle.set()
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in config.smtp.allow_networks]
         self.accepted = 0
         self.rejected = 0
-
-    def trusted(self, session: Session) -> bool:
-        if session.authenticated:
-            return True
-        peer = session.peer
-        if not peer:
-            return False
-        try:
-            address = ipaddress.ip_address(str(peer[0]).split("%")[0])
-        except ValueError:
-            return False
-        return any(address in net for net in self.networks)
+        self._clients: weakref.WeakKeyDictionary[Envelope, str] = weakref.WeakKeyDictionary()
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[str, bytes] = {}  # user → keyed digest of a password that passed scrypt
 
     def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
         if not isinstance(data, LoginPassword):
             return AuthResult(success=False, handled=False)
         user = data.login.decode("utf-8", "replace")
-        secret = self.config.smtp.users.get(user)
-        expected = secret.get_secret_value().encode() if secret else b"\x00" * 16
-        ok = hmac.compare_digest(expected, bytes(data.password)) and secret is not None
+        client = next((c for c in self.config.clients.values() if c.user == user), None)
+        given = bytes(data.password)
+        ok = False
+        if client is not None and client.password is not None:
+            digest = hmac.new(self._key, given, "sha256").digest()
+            if hmac.compare_digest(self._verified.get(user, b""), digest):
+                ok = True
+            elif verify_password(client.password.get_secret_value(), given):
+                self._verified[user] = digest
+                ok = True
         log.log(
             logging.INFO if ok else logging.WARNING,
             "auth %s user=%s peer=%s",
@@ -179,13 +228,27 @@ class Handler:
         )
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
+    def _peer(self, session: Session) -> Peer:
+        ip = str(session.peer[0]) if session.peer else None
+        user = str(session.auth_data) if session.authenticated and session.auth_data else None
+        return Peer(ip=ip, user=user)
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if self.stopping:
             return "421 4.3.2 Service shutting down; try again later"
-        if not self.trusted(session):
-            return "530 5.7.0 Authentication required"
+        found = find_client(self.config, self._peer(session))
+        if found is None:
+            if not session.authenticated and auth_offered(self.config):
+                return "530 5.7.0 Authentication required"
+            log.warning("refused peer=%s user=%s: no client matches", session.peer, self._peer(session).user)
+            return "550 5.7.1 This client may not send through this bridge"
+        name, client = found
+        if not sender_allowed(client, address):
+            log.warning("refused peer=%s client=%s: sender %s not allowed", session.peer, name, address)
+            return f"550 5.7.1 Sender <{ascii_reply(address, 200)}> is not allowed for this client"
+        self._clients[envelope] = name
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -195,8 +258,12 @@ class Handler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
             return "452 4.5.3 Too many recipients"
-        if route_for(address, self.config) is None:
+        found = route_for(address, self.config)
+        if found is None:
             return f"550 5.1.1 <{ascii_reply(address, 200)}>: this bridge does not serve that address"
+        client = self._clients.get(envelope)
+        if client is None or not may_use_route(self.config.clients[client], found[0]):
+            return f"550 5.7.1 <{ascii_reply(address, 200)}>: this client may not use that address"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 OK"
@@ -237,7 +304,26 @@ class Handler:
             requests=verdict.requests,
             fingerprint=fingerprint(mail.message_id, mail_from, raw),
         )
-        enqueued = await self.outbox.enqueue(accepted)
+        client_name = self._clients.get(envelope, "")
+        client = self.config.clients[client_name]
+        refused = check_requests(client_name, client, self.config, verdict.requests)
+        if refused:
+            self.rejected += 1
+            log.warning("refused client=%s from=%s: %s", client_name, mail_from, "; ".join(map(str, refused)))
+            return multiline("550", "5.7.1", [f"{p.field}: {p.message}" for p in refused])
+        empty = self.dispatcher.cannot_pay(verdict.requests)
+        if empty is not None:
+            return f"451 4.7.1 {ascii_reply(empty)}; the mail was not accepted, try again after a top-up"
+        try:
+            enqueued = await self.outbox.enqueue(
+                accepted, usage=usage_scopes(client_name, client, self.config, verdict.requests)
+            )
+        except LimitExceeded as exc:
+            self.rejected += 1
+            log.warning("limit client=%s from=%s: %s", client_name, mail_from, exc)
+            if exc.hard:
+                return f"550 5.7.1 {ascii_reply(str(exc))}"
+            return f"451 4.7.0 {ascii_reply(str(exc))}; try again later"
         if enqueued.duplicate:
             log.info(
                 "duplicate id=%s from=%s message-id=%s: already queued", enqueued.mail_id, mail_from, mail.message_id
@@ -293,13 +379,29 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
+def usage_scopes(
+    name: str, client: ClientConfig, config: Config, requests: tuple[SmsRequest, ...]
+) -> list[tuple[str, Any]]:
+    """The limits a mail counts against: its client's and each account's."""
+    scopes: list[tuple[str, Any]] = [(f"client {name}", client.limits)]
+    for account in dict.fromkeys(r.account for r in requests):
+        scopes.append((f"account {account}", config.accounts[account].limits))
+    return scopes
+
+
 def protocol_factory(
-    config: Config, handler: Handler, listener: ListenerConfig, limits: ConnectionLimits, context: ssl.SSLContext | None
+    config: Config,
+    handler: Handler,
+    listener: ListenerConfig,
+    limits: ConnectionLimits,
+    context: ssl.SSLContext | None,
+    guard: AuthGuard,
 ) -> Callable[[], BridgeSMTP]:
     def factory() -> BridgeSMTP:
         return BridgeSMTP(
             handler,
             limits=limits,
+            guard=guard,
             hostname=config.smtp.hostname,
             data_size_limit=config.smtp.max_message_size,
             tls_context=context if listener.tls == "starttls" else None,
@@ -308,7 +410,7 @@ def protocol_factory(
             auth_require_tls=not (listener.plaintext_auth or listener.tls == "implicit"),
             authenticator=handler.authenticate,
             # with no AUTH users configured, AUTH is not offered at all
-            auth_exclude_mechanism=None if config.smtp.users else ["LOGIN", "PLAIN"],
+            auth_exclude_mechanism=None if auth_offered(config) else ["LOGIN", "PLAIN"],
             ident=f"sms-bridge {config.smtp.hostname}",
         )
 
