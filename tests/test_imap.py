@@ -131,7 +131,9 @@ CLIENTS = {"local": {"networks": ["127.0.0.0/8"]}, "mailbox": {"mailboxes": ["bo
 
 
 def make(tmp_path: Path, url: str, dv: Dovecot, sink_port: int | None = None, **imap: Any) -> Any:
-    data = config_data(tmp_path, url, sink_port=sink_port, extra={"imap": [imap_config(dv, **imap)], "clients": CLIENTS})
+    data = config_data(
+        tmp_path, url, sink_port=sink_port, extra={"imap": [imap_config(dv, **imap)], "clients": CLIENTS}
+    )
     return load_text(yaml.safe_dump(data), env={})
 
 
