@@ -22,6 +22,7 @@ from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
 from bridge.ingress.imap import MailboxWatcher
 from bridge.ingress.smtp import AuthGuard, ConnectionLimits, Handler, protocol_factory, tls_context
+from bridge.logs import quiet_noisy_loggers
 from bridge.notify import Notifier
 from bridge.outbox import (
     SqliteOutbox,
@@ -56,6 +57,7 @@ async def in_process_simulator(config: Config) -> AsyncIterator[Simulator | None
 @asynccontextmanager
 async def open_providers(config: Config) -> AsyncIterator[dict[str, Provider]]:
     """One provider per account, sharing one HTTP client."""
+    quiet_noisy_loggers()
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(
             httpx.AsyncClient(
@@ -116,6 +118,7 @@ async def serve(
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    quiet_noisy_loggers()
     # The outbox writer thread needs the GIL back quickly after each commit; with the
     # default 5 ms switch interval a busy event loop makes every 250 wait for it.
     sys.setswitchinterval(0.0005)

@@ -20,6 +20,7 @@ from bridge import __version__
 from bridge.config import Config, RouteConfig, load, parse_host_port
 from bridge.errors import AmbiguousDelivery, BridgeError, ConfigError, DeliveryError, TransientDelivery
 from bridge.intake import decide
+from bridge.logs import setup_logging
 from bridge.mail import parse_mail
 from bridge.model import Draft, Problem, SmsRequest, Verdict
 from bridge.providers import Provider, Sent, chunks
@@ -30,14 +31,6 @@ EX_NOINPUT = 66
 EX_SOFTWARE = 70
 EX_CONFIG = 78
 log = logging.getLogger("bridge")
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """Plain lines on stderr for journald. httpx and httpcore log request URLs,
-    and a KwtSMS v0.99 URL carries the password: they stay at WARNING."""
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpcore", "aiohttp.access", "mail.log"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _load_config(path: str) -> Config:

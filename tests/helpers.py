@@ -222,3 +222,15 @@ async def eventually(check: Callable[[], bool], what: str, within: float = 20.0)
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+async def run_cli(*args: str) -> tuple[int, str]:
+    """``sms-bridge ARGS`` as a child process: (exit status, stdout and stderr)."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode("utf-8", "replace")

@@ -21,6 +21,7 @@ from tests.helpers import (
     config_data,
     eventually,
     mail,
+    run_cli,
     running_bridge,
     running_simulator,
     submit,
@@ -176,15 +177,6 @@ async def test_a_bad_config_exits_78_without_a_traceback(tmp_path: Path) -> None
     assert b"smtp.listen.0.address: must be host:port" in err
     assert b"routes.x.format" in err
     assert b"Traceback" not in err
-
-
-async def run_cli(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
 
 
 async def test_queue_commands_show_retry_and_cancel(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -216,7 +217,10 @@ async def test_no_notice_goes_to_the_mailbox_itself_or_to_automatic_mail(
     assert sink.messages == []
 
 
-async def test_a_server_restart_mid_run_loses_nothing(tmp_path: Path, dovecot: Dovecot, box: Mailbox) -> None:
+async def test_a_server_restart_mid_run_loses_nothing(
+    tmp_path: Path, dovecot: Dovecot, box: Mailbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     await box.append([sms_mail(1, "before")])
     async with running_simulator(max_rate=0) as (sim, url), running_bridge(make(tmp_path, url, dovecot)):
         await eventually(lambda: len(sim.delivered) == 1, "the first SMS")
@@ -227,6 +231,8 @@ async def test_a_server_restart_mid_run_loses_nothing(tmp_path: Path, dovecot: D
         await eventually(lambda: len(sim.delivered) == 2, "the SMS after the restart", within=30)
         await until_count(box, "Processed", 2)
     assert [d.text for d in sim.delivered] == ["before", "after the restart"]
+    assert "reconnecting" in caplog.text
+    assert PASSWORD not in caplog.text  # the IMAP password, through an outage and a new login
 
 
 async def test_a_mail_committed_but_not_moved_before_a_crash_is_moved_not_sent_again(
