@@ -35,17 +35,18 @@ from typing import TypeVar
 
 import aioimaplib
 
-from bridge.access import Peer, check_requests, find_client, sender_allowed
+from bridge.access import Peer, find_client, sender_allowed
 from bridge.aio import wait_any
 from bridge.config import Config, ImapConfig
-from bridge.dispatch import Dispatcher, numbers_for_log
+from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
-from bridge.ingress.smtp import fingerprint, usage_scopes
+from bridge.ingress.accept import admit
+from bridge.ingress.smtp import fingerprint
 from bridge.intake import decide
 from bridge.mail import parse_mail
 from bridge.model import InboundMail, Problem
 from bridge.notify import should_not_answer
-from bridge.outbox import Accepted, LimitExceeded, Rejection, SqliteOutbox, op_imap_outcome, op_reject
+from bridge.outbox import Rejection, SqliteOutbox, op_imap_outcome, op_reject
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.imap")
@@ -321,53 +322,31 @@ class MailboxWatcher:
             )
             return
         name, client = found
-        refused = list(check_requests(name, client, self.config, verdict.requests))
         if not sender_allowed(client, mail.mail_from):
-            refused.insert(0, Problem("sender", f"{mail.mail_from or '<>'} may not send SMS through this mailbox"))
-        if refused:
-            await self._reject(session, key, uid, raw, mail, refused)
+            problem = Problem("sender", f"{mail.mail_from or '<>'} may not send SMS through this mailbox")
+            await self._reject(session, key, uid, raw, mail, [problem])
             return
-        empty = self.dispatcher.cannot_pay(verdict.requests)
-        if empty is not None:
-            log.warning("imap %s: uid %d left in place: %s", self.label, uid, empty)
-            return
-        accepted = Accepted(
+        admission = await admit(
+            self.config,
+            self.outbox,
+            self.dispatcher,
+            client_name=name,
+            mail=mail,
+            verdict=verdict,
             via=via,
-            mail_from=mail.mail_from,
-            rcpts=mail.rcpt_tos,
-            message_id=mail.message_id,
-            subject=mail.subject,
-            requests=verdict.requests,
             fingerprint=fingerprint(mail.message_id, mail.mail_from, raw) or _content_fingerprint(raw),
+            key=key,
         )
-        try:
-            enqueued = await self.outbox.enqueue(
-                accepted, key, usage_scopes(name, client, self.config, verdict.requests)
-            )
-        except LimitExceeded as exc:
-            if exc.hard:
-                await self._reject(session, key, uid, raw, mail, [Problem("limit", str(exc))])
-            else:  # left in the folder: taken at a later pass, when the limit allows
-                log.warning("imap %s: uid %d left in place: %s", self.label, uid, exc)
-            return
-        if enqueued.duplicate:
-            log.info("imap %s: uid %d is a copy of %s; not queued again", self.label, uid, enqueued.mail_id)
+        if admission.kind == "refused":
+            await self._reject(session, key, uid, raw, mail, list(admission.problems))
+        elif admission.kind == "over":
+            await self._reject(session, key, uid, raw, mail, [Problem("limit", admission.reason)])
+        elif admission.kind == "later":  # left in the folder: taken at a later pass
+            log.warning("imap %s: uid %d left in place: %s", self.label, uid, admission.reason)
         else:
-            self.taken += 1
-            for request in verdict.requests:
-                log.info(
-                    "queued id=%s via=%s uid=%d from=%s route=%s numbers=%s pages=%d points=%d",
-                    enqueued.mail_id,
-                    via,
-                    uid,
-                    mail.mail_from,
-                    request.route,
-                    numbers_for_log(request.numbers),
-                    request.pages,
-                    request.points,
-                )
-                self.dispatcher.wake(request.account)
-        await self._finish(session, uid, rejected=False)
+            if admission.kind == "queued":
+                self.taken += 1
+            await self._finish(session, uid, rejected=False)
 
     async def _reject(
         self,

@@ -41,18 +41,17 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from bridge.access import (
     Peer,
     auth_offered,
-    check_requests,
     find_client,
     may_use_route,
     sender_allowed,
     verify_password,
 )
-from bridge.config import ClientConfig, Config, ListenerConfig
-from bridge.dispatch import Dispatcher, Outcome, numbers_for_log
+from bridge.config import Config, ListenerConfig
+from bridge.dispatch import Dispatcher, Outcome
+from bridge.ingress.accept import admit
 from bridge.intake import decide
 from bridge.mail import parse_mail
-from bridge.model import SmsRequest
-from bridge.outbox import Accepted, LimitExceeded, SqliteOutbox, op_set_notice
+from bridge.outbox import SqliteOutbox, op_set_notice
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.smtp")
@@ -295,57 +294,35 @@ class Handler:
             self.rejected += 1
             log.info("rejected from=%s peer=%s: %s", mail_from, session.peer, "; ".join(map(str, verdict.problems)))
             return multiline("550", "5.6.0", [f"{p.field}: {p.message}" for p in verdict.problems])
-        accepted = Accepted(
+        client_name = self._clients.get(envelope, "")
+        admission = await admit(
+            self.config,
+            self.outbox,
+            self.dispatcher,
+            client_name=client_name,
+            mail=mail,
+            verdict=verdict,
             via="smtp",
-            mail_from=mail_from,
-            rcpts=tuple(envelope.rcpt_tos),
-            message_id=mail.message_id,
-            subject=mail.subject,
-            requests=verdict.requests,
             fingerprint=fingerprint(mail.message_id, mail_from, raw),
         )
-        client_name = self._clients.get(envelope, "")
-        client = self.config.clients[client_name]
-        refused = check_requests(client_name, client, self.config, verdict.requests)
-        if refused:
+        if admission.kind == "refused":
             self.rejected += 1
-            log.warning("refused client=%s from=%s: %s", client_name, mail_from, "; ".join(map(str, refused)))
-            return multiline("550", "5.7.1", [f"{p.field}: {p.message}" for p in refused])
-        empty = self.dispatcher.cannot_pay(verdict.requests)
-        if empty is not None:
-            return f"451 4.7.1 {ascii_reply(empty)}; the mail was not accepted, try again after a top-up"
-        try:
-            enqueued = await self.outbox.enqueue(
-                accepted, usage=usage_scopes(client_name, client, self.config, verdict.requests)
-            )
-        except LimitExceeded as exc:
+            return multiline("550", "5.7.1", [f"{p.field}: {p.message}" for p in admission.problems])
+        if admission.kind == "over":
             self.rejected += 1
-            log.warning("limit client=%s from=%s: %s", client_name, mail_from, exc)
-            if exc.hard:
-                return f"550 5.7.1 {ascii_reply(str(exc))}"
-            return f"451 4.7.0 {ascii_reply(str(exc))}; try again later"
-        if enqueued.duplicate:
-            log.info(
-                "duplicate id=%s from=%s message-id=%s: already queued", enqueued.mail_id, mail_from, mail.message_id
-            )
+            return f"550 5.7.1 {ascii_reply(admission.reason)}"
+        if admission.kind == "later":
+            return f"451 {admission.status} {ascii_reply(admission.reason)}; not accepted, try again later"
+        enqueued = admission.enqueued
+        if enqueued is None:  # queued and duplicate always carry it
+            raise RuntimeError(f"admission {admission.kind} without a stored message")
+        if admission.kind == "duplicate":
             return f"250 2.0.0 already queued as {enqueued.mail_id}"
         self.accepted += 1
-        for request in verdict.requests:
-            log.info(
-                "queued id=%s via=smtp from=%s route=%s numbers=%s pages=%d points=%d",
-                enqueued.mail_id,
-                mail_from,
-                request.route,
-                numbers_for_log(request.numbers),
-                request.pages,
-                request.points,
-            )
         routes = {r.route for r in verdict.requests}
         wait = [self.config.routes[r] for r in routes if self.config.routes[r].ack == "delivered"]
         if wait:
             self.dispatcher.watch(enqueued.mail_id, enqueued.ids)
-        for request in verdict.requests:
-            self.dispatcher.wake(request.account)
         if not wait:
             return f"250 2.0.0 queued as {enqueued.mail_id}"
         outcomes = await self.dispatcher.outcome(enqueued.mail_id, max(r.ack_timeout for r in wait))
@@ -377,16 +354,6 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(config.smtp.tls_cert, config.smtp.tls_key)
     return context
-
-
-def usage_scopes(
-    name: str, client: ClientConfig, config: Config, requests: tuple[SmsRequest, ...]
-) -> list[tuple[str, Any]]:
-    """The limits a mail counts against: its client's and each account's."""
-    scopes: list[tuple[str, Any]] = [(f"client {name}", client.limits)]
-    for account in dict.fromkeys(r.account for r in requests):
-        scopes.append((f"account {account}", config.accounts[account].limits))
-    return scopes
 
 
 def protocol_factory(

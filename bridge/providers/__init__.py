@@ -84,6 +84,14 @@ class RateLimiter:
             await asyncio.sleep(delay)
 
 
+def credentials(account: AccountConfig, request: SmsRequest | None = None) -> tuple[str, str]:
+    """(username, password) for a call: the mail's own (``passthrough``), else the account's."""
+    if request is not None and request.credentials is not None:
+        return request.credentials.username, request.credentials.password
+    password = account.password.get_secret_value() if account.password else ""
+    return account.username or "", password
+
+
 def chunks(numbers: Sequence[str], size: int = MAX_NUMBERS_PER_CALL) -> Iterator[tuple[str, ...]]:
     """``numbers`` in lists of at most ``size``, in order."""
     for start in range(0, len(numbers), size):

@@ -7,7 +7,24 @@ from typing import Any
 
 import httpx
 
+from bridge.config import AccountConfig
 from bridge.errors import AmbiguousDelivery, PermanentDelivery, TransientDelivery
+from bridge.providers import RateLimiter
+
+
+class HttpProvider:
+    """What the HTTP providers share: an account, the injected client, the limiter."""
+
+    def __init__(self, name: str, account: AccountConfig, client: httpx.AsyncClient, limiter: RateLimiter) -> None:
+        self.name = name
+        self.account = account
+        self.client = client
+        self.limiter = limiter
+        self.base = account.base_url().rstrip("/") + "/"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(account={self.name!r}, url={self.base!r})"
+
 
 #: statuses that say the server did not act on the request
 NOT_PROCESSED = frozenset({408, 425, 429, 503})

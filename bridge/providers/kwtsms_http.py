@@ -12,13 +12,10 @@ import re
 from typing import Any
 from urllib.parse import quote_plus
 
-import httpx
-
-from bridge.config import AccountConfig
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
 from bridge.model import SmsRequest
-from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, RateLimiter, Sent
-from bridge.providers._http import raise_for_server_status, request
+from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, Sent, credentials
+from bridge.providers._http import HttpProvider, raise_for_server_status, request
 
 #: code → (kind, plain words, seconds to wait before retrying)
 ERRORS: dict[str, tuple[str, str, float | None]] = {
@@ -109,24 +106,11 @@ def v099_lang(request: SmsRequest) -> int:
     return 1 if request.encoding == "gsm7" else request.lang if request.lang in (2, 3, 4) else 3
 
 
-class KwtSmsHttp:
+class KwtSmsHttp(HttpProvider):
     """One KwtSMS account over HTTP."""
 
-    def __init__(self, name: str, account: AccountConfig, client: httpx.AsyncClient, limiter: RateLimiter) -> None:
-        self.name = name
-        self.account = account
-        self.client = client
-        self.limiter = limiter
-        self.base = account.base_url().rstrip("/") + "/"
-
-    def __repr__(self) -> str:
-        return f"KwtSmsHttp(account={self.name!r}, url={self.base!r}, api={self.account.api!r})"
-
     def _credentials(self, request: SmsRequest | None = None) -> tuple[str, str]:
-        if request is not None and request.credentials is not None:
-            return request.credentials.username, request.credentials.password
-        password = self.account.password.get_secret_value() if self.account.password else ""
-        return self.account.username or "", password
+        return credentials(self.account, request)
 
     async def _call(
         self, command: str, fields: dict[str, str], *, v099_query: str | None = None, on_start: OnStart | None = None

@@ -18,7 +18,7 @@ import aiosmtplib
 from bridge.config import AccountConfig, parse_host_port
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
 from bridge.model import SmsRequest
-from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, RateLimiter, Sent
+from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, RateLimiter, Sent, credentials
 
 _BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
 
@@ -61,11 +61,7 @@ class KwtSmsSmtp:
         return f"KwtSmsSmtp(account={self.name!r}, smarthost={self.account.smarthost!r}, to={self.account.relay_to!r})"
 
     def build_message(self, request: SmsRequest) -> EmailMessage:
-        if request.credentials is not None:
-            username, password = request.credentials.username, request.credentials.password
-        else:
-            username = self.account.username or ""
-            password = self.account.password.get_secret_value() if self.account.password else ""
+        username, password = credentials(self.account, request)
         sender = self.account.mail_from or ""
         msg = EmailMessage()
         msg["From"] = sender

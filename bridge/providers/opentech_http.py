@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import re
 
-import httpx
-
-from bridge.config import AccountConfig
 from bridge.errors import AmbiguousDelivery, PermanentDelivery
 from bridge.model import SmsRequest
-from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, RateLimiter, Sent
-from bridge.providers._http import raise_for_server_status, request
+from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, Sent, credentials
+from bridge.providers._http import HttpProvider, raise_for_server_status, request
 
 #: documented error sentence (lower case) → plain words
 ERRORS: dict[str, str] = {
@@ -57,25 +54,11 @@ def parse_send_reply(body: str, success_pattern: str) -> Sent:
     )
 
 
-class OpenTechHttp:
+class OpenTechHttp(HttpProvider):
     """One OpenTech account over HTTP."""
 
-    def __init__(self, name: str, account: AccountConfig, client: httpx.AsyncClient, limiter: RateLimiter) -> None:
-        self.name = name
-        self.account = account
-        self.client = client
-        self.limiter = limiter
-        self.base = account.base_url().rstrip("/") + "/"
-
-    def __repr__(self) -> str:
-        return f"OpenTechHttp(account={self.name!r}, url={self.base!r})"
-
     def _auth(self, request: SmsRequest | None = None) -> dict[str, str]:
-        if request is not None and request.credentials is not None:
-            username, password = request.credentials.username, request.credentials.password
-        else:
-            username = self.account.username or ""
-            password = self.account.password.get_secret_value() if self.account.password else ""
+        username, password = credentials(self.account, request)
         return {"uid": self.account.uid or "", "username": username, "password": password}
 
     async def _get(self, script: str, params: dict[str, str], on_start: OnStart | None = None) -> str:

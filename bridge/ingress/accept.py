@@ -1,0 +1,108 @@
+"""Accepting a valid mail: what SMTP and IMAP ingress share.
+
+The client's checks, the account's balance, the limits, the durable commit,
+the log lines and the dispatcher's wake-up, in one place. Each ingress maps
+the :class:`Admission` to its own answer: an SMTP reply, or a folder and a
+notice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bridge.access import check_requests
+from bridge.config import ClientConfig, Config
+from bridge.dispatch import Dispatcher, numbers_for_log
+from bridge.model import InboundMail, Problem, SmsRequest, Verdict
+from bridge.outbox import Accepted, Enqueued, ImapKey, LimitExceeded, SqliteOutbox
+
+log = logging.getLogger("bridge.accept")
+
+
+@dataclass(frozen=True)
+class Admission:
+    """``queued`` or ``duplicate`` (stored, or stored before); ``refused`` (the client
+    may not, ``problems``); ``later`` (a limit or the balance, ``status`` 4.7.x: try
+    again); ``over`` (a daily limit: ``status`` 5.7.1)."""
+
+    kind: Literal["queued", "duplicate", "refused", "later", "over"]
+    enqueued: Enqueued | None = None
+    problems: tuple[Problem, ...] = ()
+    reason: str = ""
+    status: str = ""
+
+
+def usage_scopes(
+    name: str, client: ClientConfig, config: Config, requests: tuple[SmsRequest, ...]
+) -> list[tuple[str, Any]]:
+    """The limits a mail counts against: its client's and each account's."""
+    scopes: list[tuple[str, Any]] = [(f"client {name}", client.limits)]
+    for account in dict.fromkeys(r.account for r in requests):
+        scopes.append((f"account {account}", config.accounts[account].limits))
+    return scopes
+
+
+async def admit(
+    config: Config,
+    outbox: SqliteOutbox,
+    dispatcher: Dispatcher,
+    *,
+    client_name: str,
+    mail: InboundMail,
+    verdict: Verdict,
+    via: str,
+    fingerprint: str | None,
+    key: ImapKey | None = None,
+) -> Admission:
+    client = config.clients[client_name]
+    refused = check_requests(client_name, client, config, verdict.requests)
+    if refused:
+        log.warning(
+            "refused via=%s client=%s from=%s: %s", via, client_name, mail.mail_from, "; ".join(map(str, refused))
+        )
+        return Admission("refused", problems=tuple(refused))
+    empty = dispatcher.cannot_pay(verdict.requests)
+    if empty is not None:
+        log.warning("not accepted via=%s from=%s: %s", via, mail.mail_from, empty)
+        return Admission("later", reason=empty, status="4.7.1")
+    accepted = Accepted(
+        via=via,
+        mail_from=mail.mail_from,
+        rcpts=mail.rcpt_tos,
+        message_id=mail.message_id,
+        subject=mail.subject,
+        requests=verdict.requests,
+        fingerprint=fingerprint,
+    )
+    try:
+        enqueued = await outbox.enqueue(accepted, key, usage_scopes(client_name, client, config, verdict.requests))
+    except LimitExceeded as exc:
+        log.warning("limit via=%s client=%s from=%s: %s", via, client_name, mail.mail_from, exc)
+        if exc.hard:
+            return Admission("over", reason=str(exc), status="5.7.1")
+        return Admission("later", reason=str(exc), status="4.7.0")
+    if enqueued.duplicate:
+        log.info(
+            "duplicate id=%s via=%s from=%s message-id=%s: already queued",
+            enqueued.mail_id,
+            via,
+            mail.mail_from,
+            mail.message_id,
+        )
+        return Admission("duplicate", enqueued)
+    for request in verdict.requests:
+        log.info(
+            "queued id=%s via=%s from=%s route=%s numbers=%s pages=%d points=%d",
+            enqueued.mail_id,
+            via,
+            mail.mail_from,
+            request.route,
+            numbers_for_log(request.numbers),
+            request.pages,
+            request.points,
+        )
+    for account in dict.fromkeys(r.account for r in verdict.requests):
+        dispatcher.wake(account)
+    return Admission("queued", enqueued)
