@@ -225,10 +225,14 @@ async def test_a_server_restart_mid_run_loses_nothing(
     async with running_simulator(max_rate=0) as (sim, url), running_bridge(make(tmp_path, url, dovecot)):
         await eventually(lambda: len(sim.delivered) == 1, "the first SMS")
         await until_count(box, "Processed", 1)
-        dovecot.stop()
-        dovecot.start()
+        await asyncio.to_thread(dovecot.stop)
+        await asyncio.to_thread(dovecot.start)
         await box.append([sms_mail(2, "after the restart")])
-        await eventually(lambda: len(sim.delivered) == 2, "the SMS after the restart", within=30)
+        try:
+            await eventually(lambda: len(sim.delivered) == 2, "the SMS after the restart", within=30)
+        except AssertionError:
+            print(dovecot.log.read_text()[-3000:])  # for the diagnosis, in the test's output
+            raise
         await until_count(box, "Processed", 2)
     assert [d.text for d in sim.delivered] == ["before", "after the restart"]
     assert "reconnecting" in caplog.text
@@ -336,6 +340,6 @@ async def test_imap_check_reports_without_taking_anything(tmp_path: Path, doveco
     assert "INBOX: 1 message(s), 1 unseen" in out
     code, out = await run(bad)
     assert code == 1
-    assert "box: FAILED: login as sms refused" in out
+    assert "box: FAILED: login as sms refused: [AUTHENTICATIONFAILED]" in out
     assert PASSWORD not in out
     assert await box.count("INBOX") == 1

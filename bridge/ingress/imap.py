@@ -92,15 +92,29 @@ class Session:
             )
         else:
             self.client = aioimaplib.IMAP4(box.host, box.real_port(), timeout=box.timeout)
+        # aioimaplib notices a dropped connection but does not fail the command waiting on it
+        self.lost = asyncio.Event()
+        self.client.protocol.conn_lost_cb = lambda exc: self.lost.set()
 
     async def call(self, what: str, awaitable: Awaitable[T]) -> T:
+        """``awaitable`` under the timeout, failing at once if the connection drops."""
+        work = asyncio.ensure_future(awaitable)
+        lost = asyncio.ensure_future(self.lost.wait())
         try:
-            async with asyncio.timeout(self.box.timeout):
-                return await awaitable
+            done, _ = await asyncio.wait({work, lost}, timeout=self.box.timeout, return_when=asyncio.FIRST_COMPLETED)
+            if work in done:
+                return work.result()
+            if lost in done:
+                raise ImapFailure(f"{what}: the connection was lost")
+            raise TimeoutError
         except TimeoutError as exc:
             raise ImapFailure(f"{what}: no answer in {self.box.timeout:.0f} s") from exc
         except (OSError, aioimaplib.Abort, aioimaplib.CommandTimeout, aioimaplib.Error) as exc:
             raise ImapFailure(f"{what}: {type(exc).__name__}") from exc
+        finally:
+            lost.cancel()
+            if not work.done():
+                work.cancel()
 
     async def ok(self, what: str, awaitable: Awaitable[aioimaplib.Response]) -> aioimaplib.Response:
         response = await self.call(what, awaitable)
@@ -110,11 +124,17 @@ class Session:
         return response
 
     async def open(self) -> None:
+        # aioimaplib connects in a task of its own and waits for the greeting forever
+        # if that task fails (connection refused): wait for the task first
+        connecting = getattr(self.client, "_client_task", None)
+        if connecting is not None:
+            await self.call("connect", asyncio.shield(connecting))
         await self.call("connect", self.client.wait_hello_from_server())
         password = self.box.password.get_secret_value()
         response = await self.call("login", self.client.login(self.box.user, password))
         if response.result != "OK":
-            raise ImapFailure(f"login as {self.box.user} refused")
+            said = b" ".join(line for line in response.lines if isinstance(line, bytes)).decode("utf-8", "replace")
+            raise ImapFailure(f"login as {self.box.user} refused: {said[:200]}")
 
     def has(self, capability: str) -> bool:
         return bool(self.client.has_capability(capability))
@@ -191,10 +211,14 @@ class Session:
                     return
                 push = asyncio.ensure_future(self.client.wait_server_push(timeout=left))
                 stopping = asyncio.ensure_future(stop.wait())
-                done, _ = await asyncio.wait({push, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                lost = asyncio.ensure_future(self.lost.wait())
+                done, _ = await asyncio.wait({push, stopping, lost}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
+                lost.cancel()
                 if push not in done:
                     push.cancel()
+                    if self.lost.is_set():
+                        raise ImapFailure("idle: the connection was lost")
                     return
                 try:
                     lines = push.result()
