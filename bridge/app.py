@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
+from aiohttp import web
 
-from bridge import __version__
+from bridge import __version__, admin
 from bridge.config import Config, parse_host_port
 from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
@@ -158,6 +159,17 @@ async def serve(
         bound = [(str(s.sockets[0].getsockname()[0]), int(s.sockets[0].getsockname()[1])) for s in servers]
         log.info("sms-bridge %s listening on %s", __version__, ", ".join(f"{h}:{p}" for h, p in bound))
         watchers = [MailboxWatcher(box, config, outbox, dispatcher, on_notice=notifier.wake) for box in config.imap]
+        if config.admin.listen:
+            parts = admin.Parts(outbox, handler, dispatcher, notifier, watchers, lambda: handler.stopping)
+            runner = web.AppRunner(admin.build(parts), access_log=None, handle_signals=False)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            host, port = parse_host_port(config.admin.listen)
+            try:
+                await web.TCPSite(runner, host, port).start()
+            except OSError as exc:
+                raise BridgeError(f"cannot listen on {config.admin.listen} (admin): {exc.strerror or exc}") from exc
+            log.info("admin endpoint on http://%s/healthz and /metrics", config.admin.listen)
         dispatch_stop, notify_stop, imap_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             dispatching = tg.create_task(dispatcher.run(dispatch_stop), name="dispatcher")

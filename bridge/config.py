@@ -390,6 +390,16 @@ class ImapConfig(_Model):
         return self.port or (993 if self.tls == "implicit" else 143)
 
 
+class AdminConfig(_Model):
+    #: ``host:port`` for ``/healthz`` and ``/metrics``; off when unset
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        return None if value is None else _check_listen(value)
+
+
 class SimulatorConfig(_Model):
     #: run ``sms-bridge simulate`` inside the bridge (for trying the bridge out)
     enabled: bool = False
@@ -413,6 +423,7 @@ class Config(_Model):
     clients: dict[str, ClientConfig] = {"local": ClientConfig(networks=("127.0.0.0/8", "::1/128"))}
     dispatch: DispatchConfig = DispatchConfig()
     notify: NotifyConfig = NotifyConfig()
+    admin: AdminConfig = AdminConfig()
     simulator: SimulatorConfig = SimulatorConfig()
 
     @field_validator("aliases")

@@ -307,3 +307,30 @@ async def test_swaks_as_an_administrator_types_it(tmp_path: Path) -> None:
         assert b"250 2.0.0 queued as" in out
         await eventually(lambda: len(sim.delivered) == 1, "the SMS")
     assert sim.delivered[0].text == "Hello from swaks"
+
+
+async def test_health_and_metrics_over_http(tmp_path: Path) -> None:
+    import socket
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        admin_port = sock.getsockname()[1]
+    async with running_simulator() as (sim, url):
+        config = make_config(tmp_path, url, extra={"admin": {"listen": f"127.0.0.1:{admin_port}"}})
+        async with running_bridge(config) as bridge, httpx.AsyncClient() as client:
+            await submit(bridge.port, mail("mobile:96597119440\ntext:counted"))
+            await eventually(lambda: len(sim.delivered) == 1, "the SMS")
+            await eventually(lambda: bridge.rows()[0].state == "sent", "the sent state")
+            health = await client.get(f"http://127.0.0.1:{admin_port}/healthz")
+            metrics = await client.get(f"http://127.0.0.1:{admin_port}/metrics")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    assert health.json()["queue"]["sent"] == 1
+    text = metrics.text
+    assert 'sms_bridge_messages{state="sent"} 1' in text
+    assert "sms_bridge_mail_accepted_total 1" in text
+    assert "sms_bridge_provider_calls_total 1" in text
+    assert 'sms_bridge_balance_points{account="kwt"} 999' in text
+    assert "96597119440" not in text + health.text
