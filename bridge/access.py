@@ -9,6 +9,7 @@ unauthenticated SMTP session comes from (``networks``); ``networks`` and
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -54,6 +55,11 @@ def verify_password(stored: str, given: bytes) -> bool:
     return hmac.compare_digest(stored.encode(), given)
 
 
+@functools.lru_cache(maxsize=256)
+def _networks(networks: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+
+
 def _in_networks(ip: str | None, networks: tuple[str, ...]) -> bool:
     if ip is None:
         return False
@@ -61,7 +67,7 @@ def _in_networks(ip: str | None, networks: tuple[str, ...]) -> bool:
         address = ipaddress.ip_address(ip.split("%")[0])
     except ValueError:
         return False
-    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
+    return any(address in network for network in _networks(networks))
 
 
 def sender_allowed(client: ClientConfig, mail_from: str) -> bool:

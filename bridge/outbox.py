@@ -797,10 +797,15 @@ class SqliteOutbox:
                 conn.execute("ROLLBACK")
             error = OutboxError(f"the outbox could not commit: {exc}")
             results = [(future, None, error) for _, future in batch]
-        for future, result, err in results:
-            if isinstance(err, sqlite3.Error):
-                err = OutboxError(f"outbox operation failed: {err}")
-            loop.call_soon_threadsafe(self._settle, future, result, err)
+        settled = [
+            (future, result, OutboxError(f"outbox operation failed: {err}") if isinstance(err, sqlite3.Error) else err)
+            for future, result, err in results
+        ]
+        loop.call_soon_threadsafe(self._settle_all, settled)  # one wake-up of the loop per batch
+
+    def _settle_all(self, settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+        for future, result, err in settled:
+            self._settle(future, result, err)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in a committed (and synced) transaction; its result."""

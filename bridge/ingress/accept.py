@@ -37,11 +37,19 @@ class Admission:
 def usage_scopes(
     name: str, client: ClientConfig, config: Config, requests: tuple[SmsRequest, ...]
 ) -> list[tuple[str, Any]]:
-    """The limits a mail counts against: its client's and each account's."""
+    """The limits a mail counts against: its client's and each account's (those that set any)."""
     scopes: list[tuple[str, Any]] = [(f"client {name}", client.limits)]
     for account in dict.fromkeys(r.account for r in requests):
         scopes.append((f"account {account}", config.accounts[account].limits))
-    return scopes
+    return [(scope, limits) for scope, limits in scopes if _counts_anything(limits)]
+
+
+def _counts_anything(limits: Any) -> bool:
+    return any(
+        getattr(limits, f"{what}_per_{window}") is not None
+        for what in ("messages", "points")
+        for window in ("minute", "hour", "day")
+    )
 
 
 async def admit(
