@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -116,6 +117,7 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--idle-messages", type=int, default=200)
     parser.add_argument("--storm", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5, help="load rounds, bare and bridge alternating")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sms-bridge-bench-") as tmp:
@@ -134,12 +136,27 @@ async def main() -> None:
         )  # fmt: skip
         try:
             n, c = args.messages, args.connections
-            bare_msgs = [message(i, f"bare {i}", [f"9655{i:07d}"]) for i in range(n)]
-            bridge_msgs = [message(i, "load test", [f"9655{i:07d}"]) for i in range(n)]
-            await load(bare_port, bare_msgs[: min(200, n)], c)  # warm-up
-            bare_s, bare_lat, _ = await load(bare_port, bare_msgs, c)
-            bridge_s, bridge_lat, _ = await load(bridge_port, bridge_msgs, c)
-            await wait_delivered(jsonl, n, 120)
+            await load(bare_port, [message(i, f"warm {i}", [f"9655{i:07d}"]) for i in range(min(200, n))], c)
+            rounds: list[tuple[float, ...]] = []
+            for r in range(args.rounds):  # bare and bridge alternate, so both see the same machine
+                base = r * n
+                bare_s, bare_lat, _ = await load(
+                    bare_port, [message(base + i, "bare", [f"9655{base + i:07d}"]) for i in range(n)], c
+                )
+                bridge_s, bridge_lat, _ = await load(
+                    bridge_port, [message(base + i, "load test", [f"9655{base + i:07d}"]) for i in range(n)], c
+                )
+                rounds.append(
+                    (
+                        n / bridge_s,
+                        n / bare_s,
+                        percentile(bridge_lat, 50),
+                        percentile(bare_lat, 50),
+                        percentile(bridge_lat, 99),
+                        percentile(bare_lat, 99),
+                    )
+                )
+                await wait_delivered(jsonl, (r + 1) * n, 120)
 
             # idle provider: one message at a time
             idle_lat: list[float] = []
@@ -147,7 +164,7 @@ async def main() -> None:
                 numbers_before = sum(len(d["numbers"]) for d in delivered(jsonl))  # type: ignore[arg-type]
                 text = f"idle {i}"
                 t_send = time.time()
-                await load(bridge_port, [message(n + i, text, [f"9656{i:07d}"])], 1)
+                await load(bridge_port, [message(10**7 + i, text, [f"9656{i:07d}"])], 1)
                 await wait_delivered(jsonl, numbers_before + 1, 30)
                 at = float(next(d["at"] for d in reversed(delivered(jsonl)) if d["text"] == text))  # type: ignore[arg-type]
                 idle_lat.append(at - t_send)
@@ -187,17 +204,23 @@ async def main() -> None:
 
     minimum_calls = math.ceil(5 * args.storm / 200)
     print(
-        f"sms-bridge benchmark: {os.cpu_count()} cores, Python {platform.python_version()}, {c} connections, {n} messages"
+        f"sms-bridge benchmark: {os.cpu_count()} cores, Python {platform.python_version()}, {c} connections, "
+        f"{n} messages a round, {len(rounds)} rounds: median (lowest-highest)"
     )
-    print(f"{'':34}{'bridge (durable)':>18}{'bare aiosmtpd':>16}{'ratio':>8}")
-    rate_bridge, rate_bare = n / bridge_s, n / bare_s
-    print(f"{'accepted messages/s':34}{rate_bridge:18.0f}{rate_bare:16.0f}{rate_bridge / rate_bare:8.2f}")
+    print(f"{'':26}{'bridge (durable)':>22}{'bare aiosmtpd':>22}{'ratio':>18}")
+
+    def cell(values: list[float], scale: float = 1.0, fmt: str = ".0f") -> str:
+        ordered = sorted(v * scale for v in values)
+        return f"{statistics.median(ordered):{fmt}} ({ordered[0]:{fmt}}-{ordered[-1]:{fmt}})"
+
+    columns = [list(column) for column in zip(*rounds, strict=True)]
+    ratio = [a / b for a, b in zip(columns[0], columns[1], strict=True)]
+    print(f"{'accepted messages/s':26}{cell(columns[0]):>22}{cell(columns[1]):>22}{cell(ratio, fmt='.2f'):>18}")
+    for label, i in (("send→250 p50 (ms)", 2), ("send→250 p99 (ms)", 4)):
+        print(f"{label:26}{cell(columns[i], 1000, '.1f'):>22}{cell(columns[i + 1], 1000, '.1f'):>22}")
     for pct in (50, 99):
-        a, b = percentile(bridge_lat, pct) * 1000, percentile(bare_lat, pct) * 1000
-        print(f"{f'send→250 p{pct} (ms)':34}{a:18.1f}{b:16.1f}{a / b:8.2f}")
-    for pct in (50, 99):
-        print(f"{f'mail→provider p{pct} (ms, idle)':34}{percentile(idle_lat, pct) * 1000:18.1f}")
-    print(f"{'bridge peak RSS (MiB)':34}{rss:18.1f}")
+        print(f"{f'mail→provider p{pct} (ms, idle)':26}{percentile(idle_lat, pct) * 1000:22.1f}")
+    print(f"{'bridge peak RSS (MiB)':26}{rss:22.1f}")
     print(
         f"alert storm: {args.storm} mails × 5 numbers, account at 2 requests/s: {storm_calls} provider calls "
         f"(minimum {minimum_calls}); accepted in {accepted_s:.1f} s, all delivered after {drained_s:.1f} s"
