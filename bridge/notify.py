@@ -9,8 +9,10 @@ words, the numbers and the SMS text, not the original mail body.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage, Message
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
@@ -183,7 +185,7 @@ class Notifier:
             return "notify.smarthost is not configured"
         return reason
 
-    async def _send(self, message: EmailMessage | MIMEMultipart, to: str) -> None:
+    async def _send(self, message: Message, to: str) -> None:
         settings = self.config.notify
         host, port = parse_host_port(settings.smarthost or "")
         password = settings.password.get_secret_value() if settings.password else None
@@ -228,50 +230,48 @@ class Notifier:
     async def _mark(self, row_id: str, notice: str) -> None:
         await self.outbox.run(lambda c: op_set_notice(c, [row_id], notice))
 
+    async def _deliver(
+        self,
+        kind: str,
+        ident: str,
+        mail_from: str,
+        build: Callable[[], Message],
+        mark: Callable[[str, str], Awaitable[None]],
+        now: float,
+    ) -> bool:
+        """One pending notice: skipped (and why), sent, or left for a retry in 60 s."""
+        if self._retry_at.get(ident, 0.0) > now:
+            return False
+        skip = self._skip_reason(mail_from)
+        if skip is not None:
+            log.warning("%s id=%s not mailed (%s)", kind, ident, skip)
+            await mark(ident, "skipped")
+            return False
+        try:
+            await self._send(build(), mail_from)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            self._retry_at[ident] = now + 60
+            log.warning(
+                "%s id=%s to %s not sent yet (%s); retrying in 60 s", kind, ident, mail_from, type(exc).__name__
+            )
+            return False
+        await mark(ident, "sent")
+        self._retry_at.pop(ident, None)
+        log.info("%s id=%s sent to %s", kind, ident, mail_from)
+        return True
+
     async def run_once(self) -> int:
         """Send what is pending now; the number sent."""
-        rows = await self.outbox.run(lambda c: op_pending_notices(c, 50))
-        sent = 0
         now = time.monotonic()
-        for row in rows:
-            if self._retry_at.get(row.id, 0.0) > now:
-                continue
-            skip = self._skip_reason(row.mail_from)
-            if skip is not None:
-                log.warning("notice id=%s not mailed (%s): %s", row.id, skip, row.last_error)
-                await self._mark(row.id, "skipped")
-                continue
-            try:
-                await self._send(build_notice(row, self.config), row.mail_from)
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                self._retry_at[row.id] = now + 60
-                log.warning(
-                    "notice id=%s to %s not sent yet (%s); retrying in 60 s", row.id, row.mail_from, type(exc).__name__
-                )
-                continue
-            await self._mark(row.id, "sent")
-            self._retry_at.pop(row.id, None)
-            log.info("notice id=%s sent to %s", row.id, row.mail_from)
-            sent += 1
+        sent = 0
+        for row in await self.outbox.run(lambda c: op_pending_notices(c, 50)):
+            build = functools.partial(build_notice, row, self.config)
+            sent += await self._deliver("notice", row.id, row.mail_from, build, self._mark, now)
         for rejection in await self.outbox.run(lambda c: op_pending_rejections(c, 50)):
-            if self._retry_at.get(rejection.id, 0.0) > now:
-                continue
-            skip = self._skip_reason(rejection.mail_from)
-            if skip is not None:
-                log.warning("rejection notice id=%s not mailed (%s)", rejection.id, skip)
-                await self._mark_rejection(rejection.id, "skipped")
-                continue
-            try:
-                await self._send(build_rejection_notice(rejection, self.config), rejection.mail_from)
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                self._retry_at[rejection.id] = now + 60
-                log.warning(
-                    "rejection notice id=%s not sent yet (%s); retrying in 60 s", rejection.id, type(exc).__name__
-                )
-                continue
-            await self._mark_rejection(rejection.id, "sent")
-            log.info("rejection notice id=%s sent to %s", rejection.id, rejection.mail_from)
-            sent += 1
+            build = functools.partial(build_rejection_notice, rejection, self.config)
+            sent += await self._deliver(
+                "rejection notice", rejection.id, rejection.mail_from, build, self._mark_rejection, now
+            )
         self.sent += sent
         return sent
 
