@@ -16,12 +16,12 @@ from bridge.dispatch import Dispatcher
 from bridge.ingress.imap import MailboxWatcher
 from bridge.ingress.smtp import Handler
 from bridge.notify import Notifier
-from bridge.outbox import SqliteOutbox
+from bridge.outbox import Outbox
 
 
 @dataclass
 class Parts:
-    outbox: SqliteOutbox
+    outbox: Outbox
     handler: Handler
     dispatcher: Dispatcher
     notifier: Notifier

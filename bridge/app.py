@@ -10,7 +10,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -25,14 +24,7 @@ from bridge.ingress.imap import MailboxWatcher
 from bridge.ingress.smtp import AuthGuard, ConnectionLimits, Handler, protocol_factory, tls_context
 from bridge.logs import quiet_noisy_loggers
 from bridge.notify import Notifier
-from bridge.outbox import (
-    SqliteOutbox,
-    op_balances,
-    op_prune_seen,
-    op_prune_usage,
-    op_recover,
-    op_release_held_notices,
-)
+from bridge.outbox import SqliteOutbox
 from bridge.providers import Provider, RateLimiter, build
 from bridge.simulator import Simulator
 
@@ -133,12 +125,8 @@ async def serve(
             SqliteOutbox(config.queue.path, dedupe_window=config.queue.dedupe_window)
         )
         at_least_once = [n for n, a in config.accounts.items() if a.at_least_once]
-        now = time.time()
-        recovered = await outbox.run(lambda c: op_recover(c, now, at_least_once))
-        await outbox.run(lambda c: op_release_held_notices(c))
-        await outbox.run(lambda c: op_prune_seen(c, now - config.queue.dedupe_window))
-        await outbox.run(lambda c: op_prune_usage(c, now))
-        balances = await outbox.run(op_balances)
+        recovered = await outbox.start_up(at_least_once=at_least_once)
+        balances = await outbox.balances()
         if any(recovered.values()):
             log.warning(
                 "recovered after an unclean stop: %d requeued, %d unknown (may have been sent), %d queued again (at-least-once)",

@@ -26,16 +26,7 @@ from bridge.aio import wait_any
 from bridge.config import Config
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
 from bridge.model import SmsRequest
-from bridge.outbox import (
-    Group,
-    Row,
-    SqliteOutbox,
-    op_finish,
-    op_mark_sending,
-    op_record_balance,
-    op_retry_later,
-    op_sent,
-)
+from bridge.outbox import Group, Outbox, Row
 from bridge.phone import mask
 from bridge.providers import Provider, Sent
 
@@ -68,7 +59,7 @@ class Dispatcher:
     def __init__(
         self,
         config: Config,
-        outbox: SqliteOutbox,
+        outbox: Outbox,
         providers: dict[str, Provider],
         *,
         on_notice: Callable[[], None] = lambda: None,
@@ -100,7 +91,7 @@ class Dispatcher:
         return None
 
     async def _record_balance(self, account: str, balance: float) -> None:
-        previous = await self.outbox.run(lambda c: op_record_balance(c, account, balance, time.time()))
+        previous = await self.outbox.record_balance(account, balance)
         self.balances[account] = balance
         threshold = self.config.accounts[account].balance_warning
         if threshold is not None and balance < threshold and (previous is None or previous >= threshold):
@@ -182,7 +173,7 @@ class Dispatcher:
             ids = group.ids
 
             async def on_start() -> None:
-                await self.outbox.run(lambda c: op_mark_sending(c, ids, time.time()))
+                await self.outbox.mark_sending(ids)
 
             if any(r.credentials is not None and not r.credentials.password for r in group.rows):
                 reason = "the credentials from the mail were erased after an earlier attempt; send the mail again"
@@ -210,17 +201,8 @@ class Dispatcher:
     async def _sent(self, rows: list[Row], provider: Provider, sent: Sent) -> None:
         if sent.balance_after is not None:
             await self._record_balance(rows[0].account, sent.balance_after)
-        now = time.time()
-        await self.outbox.run(
-            lambda c: op_sent(
-                c,
-                rows,
-                now,
-                msg_id=sent.message_id,
-                raw=sent.raw,
-                balance_after=sent.balance_after,
-                confirmed=sent.confirmed,
-            )
+        await self.outbox.mark_sent(
+            rows, msg_id=sent.message_id, raw=sent.raw, balance_after=sent.balance_after, confirmed=sent.confirmed
         )
         for row in rows:
             log.info(
@@ -253,9 +235,7 @@ class Dispatcher:
         retry = [r for r in rows if r not in expired]
         schedule = [(r.id, when[r.id]) for r in retry]
         if schedule:
-            await self.outbox.run(
-                lambda c: op_retry_later(c, schedule, now, error=exc.reason, code=exc.code, raw=exc.raw)
-            )
+            await self.outbox.retry_later(schedule, error=exc.reason, code=exc.code, raw=exc.raw)
         for row in retry:
             log.info("retry id=%s in %.0fs attempts=%d: %s", row.id, when[row.id] - now, row.attempts + 1, exc)
         if retry:
@@ -265,16 +245,13 @@ class Dispatcher:
             await self._finish(expired, "expired", PermanentDelivery(reason, code=exc.code, raw=exc.raw))
 
     async def _finish(self, rows: list[Row], state: str, exc: DeliveryError) -> None:
-        now = time.time()
         outcome = Outcome(state, exc.reason, exc.code)
         waiting = self._report(rows, outcome)
         notify = state in ("failed", "expired")
         # A waiting SMTP session decides whether the sender hears of it by 550 or by notice.
         notice = ("held" if waiting else "pending") if notify else "none"
         ids = [r.id for r in rows]
-        await self.outbox.run(
-            lambda c: op_finish(c, ids, now, state=state, error=exc.reason, code=exc.code, raw=exc.raw, notice=notice)
-        )
+        await self.outbox.finish(ids, state=state, error=exc.reason, code=exc.code, raw=exc.raw, notice=notice)
         for row in rows:
             log.warning("%s id=%s account=%s attempts=%d: %s", state, row.id, row.account, row.attempts + 1, exc)
         if notice == "pending":

@@ -23,15 +23,7 @@ import aiosmtplib
 
 from bridge.aio import wait_any
 from bridge.config import Config, parse_host_port
-from bridge.outbox import (
-    RejectionRow,
-    Row,
-    SqliteOutbox,
-    op_pending_notices,
-    op_pending_rejections,
-    op_set_notice,
-    op_set_rejection_notice,
-)
+from bridge.outbox import Outbox, RejectionRow, Row
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.notify")
@@ -168,7 +160,7 @@ def should_not_answer(mail_from: str, auto_submitted: str, config: Config, own: 
 class Notifier:
     """Mails pending notices; retries when the smarthost is away."""
 
-    def __init__(self, config: Config, outbox: SqliteOutbox) -> None:
+    def __init__(self, config: Config, outbox: Outbox) -> None:
         self.config = config
         self.outbox = outbox
         self._wake = asyncio.Event()
@@ -228,7 +220,7 @@ class Notifier:
             log.info("balance warning sent to %s", operator)
 
     async def _mark(self, row_id: str, notice: str) -> None:
-        await self.outbox.run(lambda c: op_set_notice(c, [row_id], notice))
+        await self.outbox.set_notice([row_id], notice)
 
     async def _deliver(
         self,
@@ -264,10 +256,10 @@ class Notifier:
         """Send what is pending now; the number sent."""
         now = time.monotonic()
         sent = 0
-        for row in await self.outbox.run(lambda c: op_pending_notices(c, 50)):
+        for row in await self.outbox.pending_notices():
             build = functools.partial(build_notice, row, self.config)
             sent += await self._deliver("notice", row.id, row.mail_from, build, self._mark, now)
-        for rejection in await self.outbox.run(lambda c: op_pending_rejections(c, 50)):
+        for rejection in await self.outbox.pending_rejections():
             build = functools.partial(build_rejection_notice, rejection, self.config)
             sent += await self._deliver(
                 "rejection notice", rejection.id, rejection.mail_from, build, self._mark_rejection, now
@@ -276,7 +268,7 @@ class Notifier:
         return sent
 
     async def _mark_rejection(self, rejection_id: str, notice: str) -> None:
-        await self.outbox.run(lambda c: op_set_rejection_notice(c, [rejection_id], notice))
+        await self.outbox.set_rejection_notice([rejection_id], notice)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

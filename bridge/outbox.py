@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bridge.errors import BridgeError
 from bridge.model import Credentials, SmsRequest
@@ -815,7 +815,7 @@ class SqliteOutbox:
         self._jobs.put((fn, future))
         return await future
 
-    # -- conveniences ------------------------------------------------------
+    # -- the Outbox operations ----------------------------------------------
 
     async def enqueue(
         self, accepted: Accepted, key: ImapKey | None = None, usage: Sequence[tuple[str, Any]] = ()
@@ -831,3 +831,91 @@ class SqliteOutbox:
 
     async def counts(self) -> dict[str, int]:
         return await self.run(op_counts)
+
+    async def mark_sending(self, ids: Sequence[str]) -> None:
+        await self.run(lambda c: op_mark_sending(c, ids, time.time()))
+
+    async def mark_sent(
+        self, rows: Sequence[Row], *, msg_id: str, raw: str, balance_after: float | None, confirmed: bool
+    ) -> None:
+        now = time.time()
+        await self.run(
+            lambda c: op_sent(c, rows, now, msg_id=msg_id, raw=raw, balance_after=balance_after, confirmed=confirmed)
+        )
+
+    async def retry_later(self, schedule: Sequence[tuple[str, float]], *, error: str, code: str, raw: str) -> None:
+        now = time.time()
+        await self.run(lambda c: op_retry_later(c, schedule, now, error=error, code=code, raw=raw))
+
+    async def finish(self, ids: Sequence[str], *, state: str, error: str, code: str, raw: str, notice: str) -> None:
+        now = time.time()
+        await self.run(lambda c: op_finish(c, ids, now, state=state, error=error, code=code, raw=raw, notice=notice))
+
+    async def set_notice(self, ids: Sequence[str], notice: str) -> None:
+        await self.run(lambda c: op_set_notice(c, ids, notice))
+
+    async def pending_notices(self, limit: int = 50) -> list[Row]:
+        return await self.run(lambda c: op_pending_notices(c, limit))
+
+    async def pending_rejections(self, limit: int = 50) -> list[RejectionRow]:
+        return await self.run(lambda c: op_pending_rejections(c, limit))
+
+    async def set_rejection_notice(self, ids: Sequence[str], notice: str) -> None:
+        await self.run(lambda c: op_set_rejection_notice(c, ids, notice))
+
+    async def imap_outcome(self, key: ImapKey) -> tuple[str, str] | None:
+        return await self.run(lambda c: op_imap_outcome(c, key))
+
+    async def reject(self, rejection: Rejection, key: ImapKey | None = None) -> str:
+        now = time.time()
+        return await self.run(lambda c: op_reject(c, rejection, now, key))
+
+    async def record_balance(self, account: str, balance: float) -> float | None:
+        return await self.run(lambda c: op_record_balance(c, account, balance, time.time()))
+
+    async def balances(self) -> dict[str, float]:
+        return await self.run(op_balances)
+
+    async def start_up(self, *, at_least_once: Sequence[str]) -> dict[str, int]:
+        """After a start: recover from an unclean stop, release held notices, forget old counts."""
+        now = time.time()
+        window = self.dedupe_window
+
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            recovered = op_recover(conn, now, at_least_once)
+            op_release_held_notices(conn)
+            op_prune_seen(conn, now - window)
+            op_prune_usage(conn, now)
+            return recovered
+
+        return await self.run(work)
+
+
+class Outbox(Protocol):
+    """What the rest of the bridge needs from an outbox; :class:`SqliteOutbox` is one.
+    A second backend (PostgreSQL, claiming with ``FOR UPDATE SKIP LOCKED``) implements
+    the same operations with the same meaning."""
+
+    commits: int
+
+    async def enqueue(
+        self, accepted: Accepted, key: ImapKey | None = None, usage: Sequence[tuple[str, Any]] = ()
+    ) -> Enqueued: ...
+    async def claim(self, account: str, *, combine: bool = True) -> Group: ...
+    async def next_due(self, account: str) -> float | None: ...
+    async def counts(self) -> dict[str, int]: ...
+    async def mark_sending(self, ids: Sequence[str]) -> None: ...
+    async def mark_sent(
+        self, rows: Sequence[Row], *, msg_id: str, raw: str, balance_after: float | None, confirmed: bool
+    ) -> None: ...
+    async def retry_later(self, schedule: Sequence[tuple[str, float]], *, error: str, code: str, raw: str) -> None: ...
+    async def finish(self, ids: Sequence[str], *, state: str, error: str, code: str, raw: str, notice: str) -> None: ...
+    async def set_notice(self, ids: Sequence[str], notice: str) -> None: ...
+    async def pending_notices(self, limit: int = 50) -> list[Row]: ...
+    async def pending_rejections(self, limit: int = 50) -> list[RejectionRow]: ...
+    async def set_rejection_notice(self, ids: Sequence[str], notice: str) -> None: ...
+    async def imap_outcome(self, key: ImapKey) -> tuple[str, str] | None: ...
+    async def reject(self, rejection: Rejection, key: ImapKey | None = None) -> str: ...
+    async def record_balance(self, account: str, balance: float) -> float | None: ...
+    async def balances(self) -> dict[str, float]: ...
+    async def start_up(self, *, at_least_once: Sequence[str]) -> dict[str, int]: ...

@@ -16,7 +16,7 @@ from bridge.access import check_requests
 from bridge.config import ClientConfig, Config
 from bridge.dispatch import Dispatcher, numbers_for_log
 from bridge.model import InboundMail, Problem, SmsRequest, Verdict
-from bridge.outbox import Accepted, Enqueued, ImapKey, LimitExceeded, SqliteOutbox
+from bridge.outbox import Accepted, Enqueued, ImapKey, LimitExceeded, Outbox
 
 log = logging.getLogger("bridge.accept")
 
@@ -54,7 +54,7 @@ def _counts_anything(limits: Any) -> bool:
 
 async def admit(
     config: Config,
-    outbox: SqliteOutbox,
+    outbox: Outbox,
     dispatcher: Dispatcher,
     *,
     client_name: str,

@@ -46,7 +46,7 @@ from bridge.intake import decide
 from bridge.mail import parse_mail
 from bridge.model import InboundMail, Problem
 from bridge.notify import should_not_answer
-from bridge.outbox import Rejection, SqliteOutbox, op_imap_outcome, op_reject
+from bridge.outbox import Outbox, Rejection
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.imap")
@@ -243,7 +243,7 @@ class MailboxWatcher:
         self,
         box: ImapConfig,
         config: Config,
-        outbox: SqliteOutbox,
+        outbox: Outbox,
         dispatcher: Dispatcher,
         *,
         on_notice: Callable[[], None],
@@ -327,7 +327,7 @@ class MailboxWatcher:
 
     async def _take(self, session: Session, uidvalidity: int, uid: int, raw: bytes) -> None:
         key = (self.label, uidvalidity, uid)
-        seen = await self.outbox.run(lambda c: op_imap_outcome(c, key))
+        seen = await self.outbox.imap_outcome(key)
         if seen is not None:  # committed before a crash; only the move was missing
             log.info("imap %s: uid %d already taken as %s (%s); finishing", self.label, uid, seen[1], seen[0])
             await self._finish(session, uid, rejected=seen[0] == "rejected")
@@ -395,8 +395,7 @@ class MailboxWatcher:
             problems=tuple((p.field, p.message) for p in problems),
             notify=skip is None,
         )
-        now = time.time()
-        rejection_id = await self.outbox.run(lambda c: op_reject(c, rejection, now, key))
+        rejection_id = await self.outbox.reject(rejection, key)
         log.info(
             "rejected id=%s via=%s uid=%d from=%s: %s%s",
             rejection_id,

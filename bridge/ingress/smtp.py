@@ -51,7 +51,7 @@ from bridge.dispatch import Dispatcher, Outcome
 from bridge.ingress.accept import admit
 from bridge.intake import decide
 from bridge.mail import parse_mail
-from bridge.outbox import SqliteOutbox, op_set_notice
+from bridge.outbox import Outbox
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.smtp")
@@ -188,7 +188,7 @@ class Handler:
     """aiosmtpd hooks: who at MAIL, routing at RCPT, parse/validate/commit at DATA."""
 
     def __init__(
-        self, config: Config, outbox: SqliteOutbox, dispatcher: Dispatcher, *, on_notice: Callable[[], None]
+        self, config: Config, outbox: Outbox, dispatcher: Dispatcher, *, on_notice: Callable[[], None]
     ) -> None:
         self.config = config
         self.outbox = outbox
@@ -332,11 +332,11 @@ class Handler:
         """``ack: delivered``: the sender learns the outcome of the first attempt."""
         held = [i for i, o in (outcomes or {}).items() if o.state in ("failed", "expired")]
         if outcomes is not None and len(held) == len(ids):
-            await self.outbox.run(lambda c: op_set_notice(c, held, "replied"))
+            await self.outbox.set_notice(held, "replied")
             reasons = sorted({f"{o.code + ' ' if o.code else ''}{o.reason}" for o in outcomes.values()})
             return multiline("550", "5.0.0", [f"not sent ({mail_id}): {r}" for r in reasons])
         if held:  # some sent, some failed: the failures get a notice
-            await self.outbox.run(lambda c: op_set_notice(c, held, "pending"))
+            await self.outbox.set_notice(held, "pending")
             self.on_notice()
         if outcomes is not None and all(o.state == "sent" for o in outcomes.values()):
             msg_ids = ",".join(sorted({o.msg_id for o in outcomes.values() if o.msg_id}))
