@@ -334,3 +334,38 @@ async def test_secret_values_appear_nowhere(tmp_path: Path, caplog: pytest.LogCa
     for secret in (SIM_PASSWORD, AUTH_SECRET, body_secret):
         found = [where for where, text in places.items() if secret in text]
         assert found == [], f"{secret} found in {found}"
+
+
+async def test_auth_over_starttls_with_a_real_certificate(tmp_path: Path) -> None:
+    """The production path: STARTTLS with a certificate, then AUTH, then a mail that becomes an SMS."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "bridge.test")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    async with running_simulator() as (sim, url):
+        smtp = {"tls_cert": str(cert_file), "tls_key": str(key_file)}
+        async with running_bridge(make_config(tmp_path, url, smtp=smtp, extra={"clients": clients()})) as bridge:
+            client = aiosmtplib.SMTP(
+                hostname="127.0.0.1", port=bridge.port, start_tls=False, tls_context=client_context, timeout=10
+            )
+            await client.connect()
+            await client.ehlo()
+            assert client.supports_extension("starttls")
+            assert not client.supports_extension("auth")
+            await client.starttls()
+            await client.ehlo()  # the extensions are offered anew over TLS
+            assert client.supports_extension("auth")
+            await client.login("scanner", AUTH_SECRET)
+            errors, response = await client.send_message(mail("mobile:96597119440\ntext:over TLS"))
+            assert errors == {}
+            assert response.startswith("2.0.0 queued as")
+            await client.quit()
+            await eventually(lambda: len(sim.delivered) == 1, "the SMS")
+    assert sim.delivered[0].text == "over TLS"
