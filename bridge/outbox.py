@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -153,14 +153,20 @@ class LimitExceeded(BridgeError):
 
 
 @dataclass(frozen=True)
-class Accepted:
-    """A mail the bridge decided to send: what the outbox stores in one transaction."""
+class Origin:
+    """Where a mail came from, as the outbox records it for logs, notices and ``queue show``."""
 
     via: str
     mail_from: str
     rcpts: tuple[str, ...]
     message_id: str
     subject: str
+
+
+@dataclass(frozen=True)
+class Accepted(Origin):
+    """A mail the bridge decided to send: what the outbox stores in one transaction."""
+
     requests: tuple[SmsRequest, ...]
     #: identifies a resubmission of the same mail (None: do not deduplicate)
     fingerprint: str | None = None
@@ -234,21 +240,10 @@ class Group:
         return [r.id for r in self.rows]
 
     def request(self) -> SmsRequest:
-        first = self.rows[0].request()
+        """One provider call for every row: the first row's SMS, with all the rows' numbers."""
         numbers = tuple(n for r in self.rows for n in r.numbers)
-        return SmsRequest(
-            route=first.route,
-            account=first.account,
-            provider=first.provider,
-            sender=first.sender,
-            numbers=numbers,
-            text=first.text,
-            lang=first.lang,
-            encoding=first.encoding,
-            pages=first.pages,
-            points=first.pages * len(numbers),
-            credentials=first.credentials,
-        )
+        first = self.rows[0].request()
+        return replace(first, numbers=numbers, points=first.pages * len(numbers))
 
 
 def new_mail_id() -> str:
@@ -332,14 +327,9 @@ def _mark_imap(conn: sqlite3.Connection, key: ImapKey | None, outcome: str, mail
 
 
 @dataclass(frozen=True)
-class Rejection:
+class Rejection(Origin):
     """A mail taken from a mailbox and refused: its sender is told why by notice."""
 
-    via: str
-    mail_from: str
-    rcpts: tuple[str, ...]
-    message_id: str
-    subject: str
     problems: tuple[tuple[str, str], ...]
     notify: bool
 
