@@ -23,6 +23,7 @@ from bridge.intake import decide
 from bridge.logs import setup_logging
 from bridge.mail import parse_mail
 from bridge.model import Draft, Problem, SmsRequest, Verdict
+from bridge.outbox import Notice, Row, State
 from bridge.providers import Provider, Sent, chunks
 from bridge.validate import validate
 
@@ -353,6 +354,38 @@ def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def print_row(r: Row) -> None:
+    """``queue show``: everything about one SMS."""
+    o, q, d = r.origin, r.request, r.delivery
+    print(f"id:              {r.id}")
+    print(f"state:           {d.state} (attempts {d.attempts}; updated {_when(r.updated)})")
+    if d.state == State.QUEUED:
+        print(f"next attempt:    {_when(d.next_attempt)}")
+    print(f"accepted:        {_when(r.created)} via {o.via} from {o.mail_from or '<>'}")
+    print(f"recipients:      {', '.join(o.rcpts)}")
+    print(f"message-id:      {o.message_id or '(none)'}")
+    print(f"route/account:   {q.route} / {q.account} ({q.provider})")
+    print(f"sender:          {q.sender}")
+    print(f"numbers:         {', '.join(q.numbers)} ({len(q.numbers)})")
+    print(f"text:            {q.text}")
+    print(f"size:            {q.encoding}, {q.pages} page(s), {q.points} point(s)")
+    if q.credentials is not None:
+        print("credentials:     from the mail body (held until delivery, then erased)")
+    if d.provider_msg_id:
+        confirmed = "" if d.confirmed is not False else " (handed to the mail relay)"
+        print(f"provider id:     {d.provider_msg_id}{confirmed}")
+    if d.points_charged is not None:
+        balance = f", balance after {d.balance_after:g}" if d.balance_after is not None else ""
+        print(f"points charged:  {d.points_charged}{balance}")
+    if d.last_error:
+        print(f"last error:      {d.last_code + ' ' if d.last_code else ''}{d.last_error}")
+    if d.provider_reply:
+        print(f"provider reply:  {d.provider_reply[:300]}")
+    if d.notice != Notice.NONE:
+        print(f"failure notice:  {d.notice}")
+    print()
+
+
 def cmd_queue(args: argparse.Namespace) -> int:
     import time  # noqa: PLC0415
 
@@ -371,10 +404,11 @@ def cmd_queue(args: argparse.Namespace) -> int:
             counts = outbox.op_counts(conn)
             print("  ".join(f"{k}={v}" for k, v in counts.items() if v) or "the outbox is empty")
             for r in rows:
-                error = f"  {r.last_code + ' ' if r.last_code else ''}{r.last_error}" if r.last_error else ""
+                d = r.delivery
+                error = f"  {d.last_code + ' ' if d.last_code else ''}{d.last_error}" if d.last_error else ""
                 print(
-                    f"{r.id:<22} {r.state:<9} {r.account:<10} {numbers_for_log(r.numbers):<28} "
-                    f"attempts={r.attempts} {_when(r.updated)}{error}"
+                    f"{r.id:<22} {d.state:<9} {r.request.account:<10} {numbers_for_log(r.request.numbers):<28} "
+                    f"attempts={d.attempts} {_when(r.updated)}{error}"
                 )
             return 0
         if args.action == "show":
@@ -383,35 +417,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
                 print(f"sms-bridge: no message {args.id}", file=sys.stderr)
                 return 1
             for r in rows:
-                print(f"id:              {r.id}")
-                print(f"state:           {r.state} (attempts {r.attempts}; updated {_when(r.updated)})")
-                if r.state == "queued":
-                    print(f"next attempt:    {_when(r.next_attempt)}")
-                print(f"accepted:        {_when(r.created)} via {r.via} from {r.mail_from or '<>'}")
-                print(f"recipients:      {', '.join(r.rcpts)}")
-                print(f"message-id:      {r.message_id or '(none)'}")
-                print(f"route/account:   {r.route} / {r.account} ({r.provider})")
-                print(f"sender:          {r.sender}")
-                print(f"numbers:         {', '.join(r.numbers)} ({len(r.numbers)})")
-                print(f"text:            {r.text}")
-                print(f"size:            {r.encoding}, {r.pages} page(s), {r.points} point(s)")
-                if r.credentials is not None:
-                    print("credentials:     from the mail body (held until delivery, then erased)")
-                if r.provider_msg_id:
-                    confirmed = "" if r.confirmed is not False else " (handed to the mail relay)"
-                    print(f"provider id:     {r.provider_msg_id}{confirmed}")
-                if r.points_charged is not None:
-                    print(
-                        f"points charged:  {r.points_charged}"
-                        + (f", balance after {r.balance_after:g}" if r.balance_after is not None else "")
-                    )
-                if r.last_error:
-                    print(f"last error:      {r.last_code + ' ' if r.last_code else ''}{r.last_error}")
-                if r.provider_reply:
-                    print(f"provider reply:  {r.provider_reply[:300]}")
-                if r.notice != "none":
-                    print(f"failure notice:  {r.notice}")
-                print()
+                print_row(r)
             return 0
         conn.execute("BEGIN IMMEDIATE")
         if args.action == "retry":
@@ -490,9 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(p)
     qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = qsub.add_parser("list", help="recent messages, newest first")
-    q.add_argument(
-        "--state", choices=["queued", "claimed", "sending", "sent", "failed", "unknown", "expired", "cancelled"]
-    )
+    q.add_argument("--state", choices=[s.value for s in State])
     q.add_argument("--limit", type=int, default=50)
     for action, text in (
         ("show", "everything about one message"),

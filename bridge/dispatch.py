@@ -26,7 +26,7 @@ from bridge.aio import wait_any
 from bridge.config import Config
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
 from bridge.model import SmsRequest
-from bridge.outbox import Group, Outbox, Row
+from bridge.outbox import NOTIFIED, Group, Notice, Outbox, Row, State
 from bridge.phone import mask
 from bridge.providers import Provider, Sent
 
@@ -175,9 +175,9 @@ class Dispatcher:
             async def on_start() -> None:
                 await self.outbox.mark_sending(ids)
 
-            if any(r.credentials is not None and not r.credentials.password for r in group.rows):
+            if any(r.request.credentials is not None and not r.request.credentials.password for r in group.rows):
                 reason = "the credentials from the mail were erased after an earlier attempt; send the mail again"
-                await self._finish(group.rows, "failed", PermanentDelivery(reason))
+                await self._finish(group.rows, State.FAILED, PermanentDelivery(reason))
                 return
             self.attempts += 1
             try:
@@ -188,9 +188,9 @@ class Dispatcher:
                 if self.config.accounts[name].at_least_once:
                     await self._transient(group.rows, exc)
                 else:
-                    await self._finish(group.rows, "unknown", exc)
+                    await self._finish(group.rows, State.UNKNOWN, exc)
             except PermanentDelivery as exc:
-                await self._finish(group.rows, "failed", exc)
+                await self._finish(group.rows, State.FAILED, exc)
             else:
                 await self._sent(group.rows, provider, sent)
         finally:
@@ -200,7 +200,7 @@ class Dispatcher:
 
     async def _sent(self, rows: list[Row], provider: Provider, sent: Sent) -> None:
         if sent.balance_after is not None:
-            await self._record_balance(rows[0].account, sent.balance_after)
+            await self._record_balance(rows[0].request.account, sent.balance_after)
         await self.outbox.mark_sent(
             rows, msg_id=sent.message_id, raw=sent.raw, balance_after=sent.balance_after, confirmed=sent.confirmed
         )
@@ -208,10 +208,10 @@ class Dispatcher:
             log.info(
                 "sent id=%s account=%s provider=%s attempts=%d numbers=%s msgid=%s%s",
                 row.id,
-                row.account,
-                row.provider,
-                row.attempts + 1,
-                numbers_for_log(row.numbers),
+                row.request.account,
+                row.request.provider,
+                row.delivery.attempts + 1,
+                numbers_for_log(row.request.numbers),
                 sent.message_id,
                 "" if sent.confirmed else " (handed to relay)",
             )
@@ -230,29 +230,35 @@ class Dispatcher:
     async def _transient(self, rows: list[Row], exc: DeliveryError) -> None:
         now = time.time()
         retry_after = exc.retry_after if isinstance(exc, TransientDelivery) else None
-        when = {r.id: now + self._delay(r.attempts + 1, retry_after) for r in rows}
+        when = {r.id: now + self._delay(r.delivery.attempts + 1, retry_after) for r in rows}
         expired = [r for r in rows if when[r.id] - r.created > self.config.dispatch.max_age]
         retry = [r for r in rows if r not in expired]
         schedule = [(r.id, when[r.id]) for r in retry]
         if schedule:
             await self.outbox.retry_later(schedule, error=exc.reason, code=exc.code, raw=exc.raw)
         for row in retry:
-            log.info("retry id=%s in %.0fs attempts=%d: %s", row.id, when[row.id] - now, row.attempts + 1, exc)
+            log.info("retry id=%s in %.0fs attempts=%d: %s", row.id, when[row.id] - now, row.delivery.attempts + 1, exc)
         if retry:
             self._report(retry, Outcome("queued", str(exc), exc.code))
         if expired:
             reason = f"not sent within {self.config.dispatch.max_age:.0f} s; last error: {exc.reason}"
-            await self._finish(expired, "expired", PermanentDelivery(reason, code=exc.code, raw=exc.raw))
+            await self._finish(expired, State.EXPIRED, PermanentDelivery(reason, code=exc.code, raw=exc.raw))
 
-    async def _finish(self, rows: list[Row], state: str, exc: DeliveryError) -> None:
+    async def _finish(self, rows: list[Row], state: State, exc: DeliveryError) -> None:
         outcome = Outcome(state, exc.reason, exc.code)
         waiting = self._report(rows, outcome)
-        notify = state in ("failed", "expired")
         # A waiting SMTP session decides whether the sender hears of it by 550 or by notice.
-        notice = ("held" if waiting else "pending") if notify else "none"
+        notice = (Notice.HELD if waiting else Notice.PENDING) if state in NOTIFIED else Notice.NONE
         ids = [r.id for r in rows]
         await self.outbox.finish(ids, state=state, error=exc.reason, code=exc.code, raw=exc.raw, notice=notice)
         for row in rows:
-            log.warning("%s id=%s account=%s attempts=%d: %s", state, row.id, row.account, row.attempts + 1, exc)
-        if notice == "pending":
+            log.warning(
+                "%s id=%s account=%s attempts=%d: %s",
+                state,
+                row.id,
+                row.request.account,
+                row.delivery.attempts + 1,
+                exc,
+            )
+        if notice == Notice.PENDING:
             self.on_notice()

@@ -5,6 +5,10 @@
     BridgeError
       ConfigError             exit 78, every problem with its path
       MessageRejected         permanent: SMTP 5xx / failure notice
+      OutboxError             nothing stored or read: SMTP 451, try again
+      LimitExceeded           nothing stored: a client or account used up a limit
+        LimitReached          for now (a minute or hour window): 451 4.7.0, retry later
+        DailyCapReached       for today: 550 5.7.1
       DeliveryError
         TransientDelivery     retry later
         PermanentDelivery     fail, notify the sender
@@ -43,6 +47,32 @@ class MessageRejected(BridgeError):
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems = tuple(problems)
         super().__init__("; ".join(f"{p.field}: {p.message}" for p in self.problems))
+
+
+class OutboxError(BridgeError):
+    """The outbox cannot store or read messages (disk full, database broken or away)."""
+
+
+class LimitExceeded(BridgeError):
+    """A client or account has used up a limit; nothing was stored."""
+
+    def __init__(self, scope: str, what: str, limit: int, window: str) -> None:
+        self.scope = scope
+        super().__init__(f"{scope} has reached its limit of {limit} {what} per {window}")
+
+    @staticmethod
+    def of(scope: str, what: str, limit: int, window: str) -> LimitExceeded:
+        """The right kind for ``window``: a daily cap, or a limit reached for now."""
+        kind = DailyCapReached if window == "day" else LimitReached
+        return kind(scope, what, limit, window)
+
+
+class LimitReached(LimitExceeded):
+    """A per-minute or per-hour limit: the same mail may be accepted a little later."""
+
+
+class DailyCapReached(LimitExceeded):
+    """A per-day limit: refused for today."""
 
 
 class DeliveryError(BridgeError):

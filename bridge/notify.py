@@ -23,14 +23,14 @@ import aiosmtplib
 
 from bridge.aio import wait_any
 from bridge.config import Config, parse_host_port
-from bridge.outbox import Outbox, RejectionRow, Row
+from bridge.outbox import Notice, Outbox, RejectionRow, Row, State
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.notify")
 
 WHY = {
-    "failed": "could not be sent as SMS",
-    "expired": "could not be sent as SMS in time and was given up",
+    State.FAILED: "could not be sent as SMS",
+    State.EXPIRED: "could not be sent as SMS in time and was given up",
 }
 
 
@@ -87,29 +87,30 @@ def build_dsn(
 
 def build_notice(row: Row, config: Config) -> MIMEMultipart:
     """The notice for an SMS that failed or expired."""
-    reason = row.last_error or "the provider refused it"
-    code = f" ({row.last_code})" if row.last_code else ""
+    origin, request, delivery = row.origin, row.request, row.delivery
+    reason = delivery.last_error or "the provider refused it"
+    code = f" ({delivery.last_code})" if delivery.last_code else ""
     human = (
-        f"Your message {WHY.get(row.state, 'could not be sent as SMS')}.\n\n"
+        f"Your message {WHY.get(delivery.state, 'could not be sent as SMS')}.\n\n"
         f"  Reason:     {reason}{code}\n"
-        f"  Numbers:    {', '.join(row.numbers)}\n"
-        f"  Sender ID:  {row.sender}\n"
-        f"  Text:       {row.text}\n"
-        f"  Subject:    {row.subject or '(none)'}\n"
-        f"  Message-ID: {row.message_id or '(none)'}\n"
-        f"  Bridge id:  {row.id} (attempts: {row.attempts})\n\n"
+        f"  Numbers:    {', '.join(request.numbers)}\n"
+        f"  Sender ID:  {request.sender}\n"
+        f"  Text:       {request.text}\n"
+        f"  Subject:    {origin.subject or '(none)'}\n"
+        f"  Message-ID: {origin.message_id or '(none)'}\n"
+        f"  Bridge id:  {row.id} (attempts: {delivery.attempts})\n\n"
         "Nothing was charged for this SMS. Correct the problem and send the mail again.\n"
         "This notice was written by sms-bridge; replies to it are not read.\n"
     )
     return build_dsn(
         config,
-        to=row.mail_from,
+        to=origin.mail_from,
         subject=f"SMS not sent: {reason}",
         human=human,
         status="5.0.0",
-        diagnostic=f"{row.last_code + ' ' if row.last_code else ''}{reason}",
-        rcpts=row.rcpts,
-        message_id=row.message_id,
+        diagnostic=f"{delivery.last_code + ' ' if delivery.last_code else ''}{reason}",
+        rcpts=origin.rcpts,
+        message_id=origin.message_id,
         arrival=row.created,
         last_attempt=row.updated,
     )
@@ -121,8 +122,8 @@ def build_rejection_notice(rejection: RejectionRow, config: Config) -> MIMEMulti
     human = (
         "Your message was not sent as SMS, because:\n\n"
         f"{problems}\n\n"
-        f"  Subject:    {rejection.subject or '(none)'}\n"
-        f"  Message-ID: {rejection.message_id or '(none)'}\n"
+        f"  Subject:    {rejection.origin.subject or '(none)'}\n"
+        f"  Message-ID: {rejection.origin.message_id or '(none)'}\n"
         f"  Bridge id:  {rejection.id}\n\n"
         "Nothing was sent or charged. Correct the problems and send the mail again.\n"
         "This notice was written by sms-bridge; replies to it are not read.\n"
@@ -130,13 +131,13 @@ def build_rejection_notice(rejection: RejectionRow, config: Config) -> MIMEMulti
     first = rejection.problems[0] if rejection.problems else ("mail", "refused")
     return build_dsn(
         config,
-        to=rejection.mail_from,
+        to=rejection.origin.mail_from,
         subject=f"SMS not sent: {first[0]}: {first[1]}",
         human=human,
         status="5.6.0",
         diagnostic="; ".join(f"{f}: {m}" for f, m in rejection.problems),
-        rcpts=rejection.rcpts,
-        message_id=rejection.message_id,
+        rcpts=rejection.origin.rcpts,
+        message_id=rejection.origin.message_id,
         arrival=rejection.created,
         last_attempt=rejection.created,
     )
@@ -219,7 +220,7 @@ class Notifier:
         else:
             log.info("balance warning sent to %s", operator)
 
-    async def _mark(self, row_id: str, notice: str) -> None:
+    async def _mark(self, row_id: str, notice: Notice) -> None:
         await self.outbox.set_notice([row_id], notice)
 
     async def _deliver(
@@ -228,7 +229,7 @@ class Notifier:
         ident: str,
         mail_from: str,
         build: Callable[[], Message],
-        mark: Callable[[str, str], Awaitable[None]],
+        mark: Callable[[str, Notice], Awaitable[None]],
         now: float,
     ) -> bool:
         """One pending notice: skipped (and why), sent, or left for a retry in 60 s."""
@@ -237,7 +238,7 @@ class Notifier:
         skip = self._skip_reason(mail_from)
         if skip is not None:
             log.warning("%s id=%s not mailed (%s)", kind, ident, skip)
-            await mark(ident, "skipped")
+            await mark(ident, Notice.SKIPPED)
             return False
         try:
             await self._send(build(), mail_from)
@@ -247,7 +248,7 @@ class Notifier:
                 "%s id=%s to %s not sent yet (%s); retrying in 60 s", kind, ident, mail_from, type(exc).__name__
             )
             return False
-        await mark(ident, "sent")
+        await mark(ident, Notice.SENT)
         self._retry_at.pop(ident, None)
         log.info("%s id=%s sent to %s", kind, ident, mail_from)
         return True
@@ -258,16 +259,16 @@ class Notifier:
         sent = 0
         for row in await self.outbox.pending_notices():
             build = functools.partial(build_notice, row, self.config)
-            sent += await self._deliver("notice", row.id, row.mail_from, build, self._mark, now)
+            sent += await self._deliver("notice", row.id, row.origin.mail_from, build, self._mark, now)
         for rejection in await self.outbox.pending_rejections():
             build = functools.partial(build_rejection_notice, rejection, self.config)
             sent += await self._deliver(
-                "rejection notice", rejection.id, rejection.mail_from, build, self._mark_rejection, now
+                "rejection notice", rejection.id, rejection.origin.mail_from, build, self._mark_rejection, now
             )
         self.sent += sent
         return sent
 
-    async def _mark_rejection(self, rejection_id: str, notice: str) -> None:
+    async def _mark_rejection(self, rejection_id: str, notice: Notice) -> None:
         await self.outbox.set_rejection_notice([rejection_id], notice)
 
     async def run(self, stop: asyncio.Event) -> None:

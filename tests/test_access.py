@@ -313,11 +313,11 @@ async def test_secret_values_appear_nowhere(tmp_path: Path, caplog: pytest.LogCa
             )
             assert code == 250
             await eventually(
-                lambda: len([r for r in bridge.rows() if r.state in ("sent", "failed")]) == 2, "both outcomes"
+                lambda: len([r for r in bridge.rows() if r.delivery.state in ("sent", "failed")]) == 2, "both outcomes"
             )
             await eventually(lambda: bool(sink.messages), "the failure notice")
-            failed = next(r for r in bridge.rows() if r.state == "failed")
-            assert failed.last_code == "ERR003"
+            failed = next(r for r in bridge.rows() if r.delivery.state == "failed")
+            assert failed.delivery.last_code == "ERR003"
             show = await run_cli("queue", "-c", str(path), "show", failed.id)
     eml = tmp_path / "with-password.eml"
     eml.write_bytes(bytes(mail(f"username:u\npassword:{body_secret}\nmobile:96597119440\ntext:x")))

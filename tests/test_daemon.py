@@ -30,12 +30,12 @@ async def test_valid_mail_gets_250_only_when_stored_and_becomes_an_sms(tmp_path:
             assert text.startswith("2.0.0 queued as ")
             mail_id = text.split()[-1]
             (row,) = bridge.rows(mail_id)  # committed before the reply
-            await eventually(lambda: bridge.rows(mail_id)[0].state == "sent", "the SMS to be sent")
+            await eventually(lambda: bridge.rows(mail_id)[0].delivery.state == "sent", "the SMS to be sent")
     assert [(d.numbers, d.text) for d in sim.delivered] == [(["96597119440"], "Hello there")]
     (row,) = bridge.rows(mail_id)
-    assert row.provider_msg_id == sim.delivered[0].msg_id
-    assert row.points_charged == 1
-    assert row.attempts == 1
+    assert row.delivery.provider_msg_id == sim.delivered[0].msg_id
+    assert row.delivery.points_charged == 1
+    assert row.delivery.attempts == 1
 
 
 async def test_address_format_alias_reaches_every_number(tmp_path: Path) -> None:
@@ -119,9 +119,9 @@ async def test_a_permanent_failure_fails_the_row_and_mails_a_notice(tmp_path: Pa
             )
             assert code == 250
             mail_id = text.split()[-1]
-            await eventually(lambda: bridge.rows(mail_id)[0].notice == "sent", "the notice to be recorded")
+            await eventually(lambda: bridge.rows(mail_id)[0].delivery.notice == "sent", "the notice to be recorded")
             (row,) = bridge.rows(mail_id)
-    assert (row.state, row.last_code, row.notice) == ("failed", "ERR008", "sent")
+    assert (row.delivery.state, row.delivery.last_code, row.delivery.notice) == ("failed", "ERR008", "sent")
     (envelope,) = sink.messages
     assert envelope.mail_from == "<>"  # the null reverse-path: a notice never causes a notice
     assert envelope.rcpt_tos == ["erp@corp.example.com"]
@@ -141,7 +141,7 @@ async def test_an_ambiguous_outcome_is_unknown_and_not_resent(tmp_path: Path, fa
         async with running_bridge(make_config(tmp_path, url, account={"timeout": 0.5})) as bridge:
             _code, text = await submit(bridge.port, mail("mobile:96597119440\ntext:maybe"))
             mail_id = text.split()[-1]
-            await eventually(lambda: bridge.rows(mail_id)[0].state == "unknown", "the row to become unknown")
+            await eventually(lambda: bridge.rows(mail_id)[0].delivery.state == "unknown", "the row to become unknown")
             # a later mail goes through; the unknown one was not tried again meanwhile
             await submit(bridge.port, mail("mobile:96566074414\ntext:later"))
             await eventually(lambda: any(d.text == "later" for d in sim.delivered), "the later SMS")
@@ -156,9 +156,9 @@ async def test_at_least_once_accounts_resend_after_an_ambiguous_outcome(tmp_path
         async with running_bridge(config) as bridge:
             _, text = await submit(bridge.port, mail("mobile:96597119440\ntext:twice is fine"))
             mail_id = text.split()[-1]
-            await eventually(lambda: bridge.rows(mail_id)[0].state == "sent", "the resend")
+            await eventually(lambda: bridge.rows(mail_id)[0].delivery.state == "sent", "the resend")
     assert [d.text for d in sim.delivered] == ["twice is fine", "twice is fine"]
-    assert bridge.rows(mail_id)[0].attempts == 2
+    assert bridge.rows(mail_id)[0].delivery.attempts == 2
 
 
 async def test_a_transient_failure_is_retried(tmp_path: Path) -> None:
@@ -167,8 +167,8 @@ async def test_a_transient_failure_is_retried(tmp_path: Path) -> None:
         async with running_bridge(make_config(tmp_path, url)) as bridge:
             _, text = await submit(bridge.port, mail("mobile:96597119440\ntext:third time"))
             mail_id = text.split()[-1]
-            await eventually(lambda: bridge.rows(mail_id)[0].state == "sent", "the third attempt")
-    assert bridge.rows(mail_id)[0].attempts == 3
+            await eventually(lambda: bridge.rows(mail_id)[0].delivery.state == "sent", "the third attempt")
+    assert bridge.rows(mail_id)[0].delivery.attempts == 3
     assert len(sim.delivered) == 1
 
 
@@ -180,8 +180,8 @@ async def test_a_transient_failure_past_max_age_expires_with_a_notice(tmp_path: 
             _, text = await submit(bridge.port, mail("mobile:96597119440\ntext:too late"))
             await asyncio.wait_for(sink.arrived.wait(), 20)
             (row,) = bridge.rows(text.split()[-1])
-    assert row.state == "expired"
-    assert "not sent within" in row.last_error
+    assert row.delivery.state == "expired"
+    assert "not sent within" in row.delivery.last_error
 
 
 async def test_ack_delivered_reports_the_provider_outcome_in_the_reply(tmp_path: Path) -> None:
@@ -194,8 +194,8 @@ async def test_ack_delivered_reports_the_provider_outcome_in_the_reply(tmp_path:
             code, text = await submit(bridge.port, mail("mobile:96566074414\nsender:NOPE\ntext:refused"))
             assert code == 550
             assert "ERR008" in text
-            failed = [r for r in bridge.rows() if r.state == "failed"]
-    assert [r.notice for r in failed] == ["replied"]  # told by 550: no notice as well
+            failed = [r for r in bridge.rows() if r.delivery.state == "failed"]
+    assert [r.delivery.notice for r in failed] == ["replied"]  # told by 550: no notice as well
     assert sink.messages == []
 
 
@@ -209,7 +209,7 @@ async def test_identical_texts_are_combined_into_one_provider_call(tmp_path: Pat
             assert all(code == 250 for code, _ in replies)
             await eventually(lambda: sum(len(d.numbers) for d in sim.delivered) == 12, "all 12 numbers", within=30)
     assert len(sim.requests) <= 3
-    assert all(r.state == "sent" for r in bridge.rows())
+    assert all(r.delivery.state == "sent" for r in bridge.rows())
 
 
 async def test_auth_is_not_offered_before_tls_and_outsiders_must_authenticate(tmp_path: Path) -> None:
@@ -269,7 +269,7 @@ async def test_passthrough_credentials_are_used_then_erased(tmp_path: Path) -> N
             body = f"username:corp\npassword:{SIM_PASSWORD}\nmobile:96597119440\ntext:legacy"
             _, text = await submit(bridge.port, mail(body))
             mail_id = text.split()[-1]
-            await eventually(lambda: bridge.rows(mail_id)[0].state == "sent", "the SMS")
+            await eventually(lambda: bridge.rows(mail_id)[0].delivery.state == "sent", "the SMS")
     # stopped cleanly: the WAL is checkpointed away, and secure_delete zeroed the erased value
     assert not Path(config.queue.path + "-wal").exists()
     assert SIM_PASSWORD.encode() not in Path(config.queue.path).read_bytes()
@@ -281,12 +281,12 @@ async def test_the_provider_s_retry_after_sets_the_next_attempt(tmp_path: Path) 
         config = make_config(tmp_path, url, dispatch={"retry_schedule": [300], "jitter": 0.2})
         async with running_bridge(config) as bridge:
             await submit(bridge.port, mail("mobile:96597119440\ntext:first"))
-            await eventually(lambda: any(r.state == "sent" for r in bridge.rows()), "the first SMS")
+            await eventually(lambda: any(r.delivery.state == "sent" for r in bridge.rows()), "the first SMS")
             _, text = await submit(bridge.port, mail("mobile:96597119440\ntext:second"))
             mail_id = text.split()[-1]
-            await eventually(lambda: bridge.rows(mail_id)[0].last_code == "ERR028", "the ERR028 reply")
+            await eventually(lambda: bridge.rows(mail_id)[0].delivery.last_code == "ERR028", "the ERR028 reply")
             (row,) = bridge.rows(mail_id)
-    assert 15 <= row.next_attempt - row.updated <= 15 * 1.2 + 0.01
+    assert 15 <= row.delivery.next_attempt - row.updated <= 15 * 1.2 + 0.01
 
 
 async def test_swaks_as_an_administrator_types_it(tmp_path: Path) -> None:
@@ -322,7 +322,7 @@ async def test_health_and_metrics_over_http(tmp_path: Path) -> None:
         async with running_bridge(config) as bridge, httpx.AsyncClient() as client:
             await submit(bridge.port, mail("mobile:96597119440\ntext:counted"))
             await eventually(lambda: len(sim.delivered) == 1, "the SMS")
-            await eventually(lambda: bridge.rows()[0].state == "sent", "the sent state")
+            await eventually(lambda: bridge.rows()[0].delivery.state == "sent", "the sent state")
             health = await client.get(f"http://127.0.0.1:{admin_port}/healthz")
             metrics = await client.get(f"http://127.0.0.1:{admin_port}/metrics")
     assert health.status_code == 200

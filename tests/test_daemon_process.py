@@ -131,7 +131,10 @@ async def test_kill_9_at_several_moments_loses_nothing_acknowledged_and_sends_no
                 acked.add(i)
             bridge = view(tmp_path)
             await eventually(
-                lambda: len(bridge.rows()) == len(mails) and all(r.state in ("sent", "unknown") for r in bridge.rows()),
+                lambda: (
+                    len(bridge.rows()) == len(mails)
+                    and all(r.delivery.state in ("sent", "unknown") for r in bridge.rows())
+                ),
                 "every message to reach a final state",
                 within=60,
             )
@@ -139,11 +142,11 @@ async def test_kill_9_at_several_moments_loses_nothing_acknowledged_and_sends_no
     delivered: dict[str, int] = {}
     for item in sim.delivered:
         delivered[item.text] = delivered.get(item.text, 0) + 1
-    rows = {r.text: r for r in bridge.rows()}
+    rows = {r.request.text: r for r in bridge.rows()}
     assert set(rows) == {f"m{i}" for i in mails}  # nothing lost: every mail has its row
     assert all(count == 1 for count in delivered.values())  # nothing twice
     for text, row in rows.items():
-        if row.state == "sent":
+        if row.delivery.state == "sent":
             assert delivered.get(text) == 1
         else:  # unknown: killed while handing it to the provider; recorded, never resent
             assert delivered.get(text, 0) <= 1
@@ -161,8 +164,8 @@ async def test_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
             assert await asyncio.wait_for(d.proc.wait(), 30) == 0
         rows = view(tmp_path).rows()
     assert len(rows) == 5
-    assert all(r.state in ("sent", "queued") for r in rows)
-    assert len(sim.delivered) == sum(r.state == "sent" for r in rows)
+    assert all(r.delivery.state in ("sent", "queued") for r in rows)
+    assert len(sim.delivered) == sum(r.delivery.state == "sent" for r in rows)
     assert any("stopped" in line for line in d.log)
 
 
@@ -190,7 +193,7 @@ async def test_queue_commands_show_retry_and_cancel(tmp_path: Path) -> None:
             body = f"username:corp\npassword:{SIM_PASSWORD}\nmobile:96597119440\ntext:ambiguous"
             _, text = await submit(bridge.port, mail(body))
             unknown_id = text.split()[-1]
-            await eventually(lambda: bridge.rows(unknown_id)[0].state == "unknown", "unknown")
+            await eventually(lambda: bridge.rows(unknown_id)[0].delivery.state == "unknown", "unknown")
 
             code, out = await run_cli("queue", "-c", str(path), "show", unknown_id)
             assert code == 0
@@ -205,10 +208,10 @@ async def test_queue_commands_show_retry_and_cancel(tmp_path: Path) -> None:
                 bridge.port, mail(f"username:corp\npassword:{SIM_PASSWORD}\nmobile:96566074414\ntext:waiting")
             )
             queued_id = text.split()[-1]
-            await eventually(lambda: bridge.rows(queued_id)[0].attempts == 1, "the first attempt")
+            await eventually(lambda: bridge.rows(queued_id)[0].delivery.attempts == 1, "the first attempt")
             code, out = await run_cli("queue", "-c", str(path), "cancel", queued_id)
             assert (code, out.strip()) == (0, f"{queued_id}: cancelled")
-            assert bridge.rows(queued_id)[0].state == "cancelled"
+            assert bridge.rows(queued_id)[0].delivery.state == "cancelled"
 
             code, out = await run_cli("queue", "-c", str(path), "cancel", queued_id)
             assert code == 1
@@ -218,6 +221,6 @@ async def test_queue_commands_show_retry_and_cancel(tmp_path: Path) -> None:
             # own credentials must not stand in for them: it fails, saying why
             code, out = await run_cli("queue", "-c", str(path), "retry", unknown_id)
             assert (code, out.strip()) == (0, f"{unknown_id}: queued again")
-            await eventually(lambda: bridge.rows(unknown_id)[0].state == "failed", "the retried row to finish")
-            assert "credentials from the mail were erased" in bridge.rows(unknown_id)[0].last_error
+            await eventually(lambda: bridge.rows(unknown_id)[0].delivery.state == "failed", "the retried row to finish")
+            assert "credentials from the mail were erased" in bridge.rows(unknown_id)[0].delivery.last_error
             assert [r["params"]["message"] for r in sim.requests].count("ambiguous") == 1

@@ -16,7 +16,7 @@ from bridge.access import check_requests
 from bridge.config import ClientConfig, Config
 from bridge.dispatch import Dispatcher, numbers_for_log
 from bridge.model import InboundMail, Problem, SmsRequest, Verdict
-from bridge.outbox import Accepted, Enqueued, ImapKey, LimitExceeded, Outbox
+from bridge.outbox import Accepted, DailyCapReached, Enqueued, ImapKey, LimitExceeded, Outbox
 
 log = logging.getLogger("bridge.accept")
 
@@ -88,7 +88,7 @@ async def admit(
         enqueued = await outbox.enqueue(accepted, key, usage_scopes(client_name, client, config, verdict.requests))
     except LimitExceeded as exc:
         log.warning("limit via=%s client=%s from=%s: %s", via, client_name, mail.mail_from, exc)
-        if exc.hard:
+        if isinstance(exc, DailyCapReached):
             return Admission("over", reason=str(exc), status="5.7.1")
         return Admission("later", reason=str(exc), status="4.7.0")
     if enqueued.duplicate:

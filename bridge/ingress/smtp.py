@@ -51,7 +51,7 @@ from bridge.dispatch import Dispatcher, Outcome
 from bridge.ingress.accept import admit
 from bridge.intake import decide
 from bridge.mail import parse_mail
-from bridge.outbox import Outbox
+from bridge.outbox import NOTIFIED, Notice, Outbox, State
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.smtp")
@@ -330,15 +330,15 @@ class Handler:
 
     async def _delivered_reply(self, mail_id: str, ids: tuple[str, ...], outcomes: dict[str, Outcome] | None) -> str:
         """``ack: delivered``: the sender learns the outcome of the first attempt."""
-        held = [i for i, o in (outcomes or {}).items() if o.state in ("failed", "expired")]
+        held = [i for i, o in (outcomes or {}).items() if o.state in NOTIFIED]
         if outcomes is not None and len(held) == len(ids):
-            await self.outbox.set_notice(held, "replied")
+            await self.outbox.set_notice(held, Notice.REPLIED)
             reasons = sorted({f"{o.code + ' ' if o.code else ''}{o.reason}" for o in outcomes.values()})
             return multiline("550", "5.0.0", [f"not sent ({mail_id}): {r}" for r in reasons])
         if held:  # some sent, some failed: the failures get a notice
-            await self.outbox.set_notice(held, "pending")
+            await self.outbox.set_notice(held, Notice.PENDING)
             self.on_notice()
-        if outcomes is not None and all(o.state == "sent" for o in outcomes.values()):
+        if outcomes is not None and all(o.state == State.SENT for o in outcomes.values()):
             msg_ids = ",".join(sorted({o.msg_id for o in outcomes.values() if o.msg_id}))
             return f"250 2.0.0 sent as {ascii_reply(msg_ids, 200) or mail_id} ({mail_id})"
         return f"250 2.0.0 queued as {mail_id}"

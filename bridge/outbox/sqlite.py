@@ -1,4 +1,4 @@
-"""The outbox: every accepted SMS, durably, with its state and history.
+"""The SQLite outbox: every accepted SMS, durably, with its state and history.
 
 SQLite in WAL mode with ``synchronous=FULL``: a message is acknowledged only
 after its rows are committed and the WAL is synced. Every database operation
@@ -6,254 +6,96 @@ runs on one writer thread; operations that arrive while a transaction is being
 committed are grouped into the next one, so one fsync serves many SMTP
 sessions (group commit) and nothing blocks the event loop.
 
-States::
-
-    queued ──► claimed ──► sending ──► sent
-       ▲          │           ├──────► failed     (permanent; notice to sender)
-       └──────────┘           ├──────► unknown    (may have been sent; not resent)
-     (retry, or restart)      └──► queued (transient: retry later) ──► expired
-
-``claimed`` rows are reserved by a dispatcher but not yet handed to a
-provider; a restart puts them back to ``queued``. ``sending`` rows were handed
-over; a restart makes them ``unknown`` (or ``queued`` for accounts that opted
-in to at-least-once). Body credentials (``passthrough``) are erased as soon as
-a row reaches a final state.
-
-The operations are plain functions of a connection (``op_*``) so that the
-``sms-bridge queue`` commands use exactly the same SQL.
+The state machines are in :mod:`bridge.outbox.states`, the schema in
+:mod:`bridge.outbox.schema`. The operations are plain functions of a
+connection (``op_*``) so that the ``sms-bridge queue`` commands use exactly
+the same SQL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import queue
-import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
-from bridge.errors import BridgeError
+from bridge.errors import LimitExceeded, OutboxError
 from bridge.model import Credentials, SmsRequest
+from bridge.outbox.schema import connect
+from bridge.outbox.states import CANCELLABLE, RETRYABLE, Notice, State
+from bridge.outbox.types import (
+    MAX_GROUP_NUMBERS,
+    Accepted,
+    Delivery,
+    Enqueued,
+    Group,
+    ImapKey,
+    Origin,
+    Rejection,
+    RejectionRow,
+    Row,
+    batch_key,
+    new_mail_id,
+)
 
 T = TypeVar("T")
 
 #: erasing body credentials leaves an empty user name as a mark that there were some
 ERASED = "cred_user = CASE WHEN cred_user IS NULL THEN NULL ELSE '' END, cred_pass = NULL"
-FINAL_STATES = ("sent", "failed", "unknown", "expired", "cancelled")
-STATES = ("queued", "claimed", "sending", *FINAL_STATES)
-MAX_GROUP_NUMBERS = 200
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sms (
-    id TEXT PRIMARY KEY,
-    mail_id TEXT NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    via TEXT NOT NULL,
-    mail_from TEXT NOT NULL,
-    rcpts TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    route TEXT NOT NULL,
-    account TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    numbers TEXT NOT NULL,
-    text TEXT NOT NULL,
-    lang INTEGER NOT NULL,
-    encoding TEXT NOT NULL,
-    pages INTEGER NOT NULL,
-    points INTEGER NOT NULL,
-    batch_key TEXT NOT NULL,
-    cred_user TEXT,
-    cred_pass TEXT,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt REAL NOT NULL,
-    last_error TEXT NOT NULL DEFAULT '',
-    last_code TEXT NOT NULL DEFAULT '',
-    provider_reply TEXT NOT NULL DEFAULT '',
-    provider_msg_id TEXT NOT NULL DEFAULT '',
-    points_charged INTEGER,
-    balance_after REAL,
-    confirmed INTEGER,
-    notice TEXT NOT NULL DEFAULT 'none'
-);
-CREATE INDEX IF NOT EXISTS sms_due ON sms(account, next_attempt) WHERE state = 'queued';
-CREATE INDEX IF NOT EXISTS sms_batch ON sms(account, batch_key, next_attempt) WHERE state = 'queued';
-CREATE INDEX IF NOT EXISTS sms_mail ON sms(mail_id);
-CREATE INDEX IF NOT EXISTS sms_state ON sms(state, updated);
-CREATE INDEX IF NOT EXISTS sms_notice ON sms(notice) WHERE notice = 'pending';
-CREATE TABLE IF NOT EXISTS seen (
-    fingerprint TEXT PRIMARY KEY,
-    mail_id TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
-CREATE TABLE IF NOT EXISTS imap_seen (
-    mailbox TEXT NOT NULL,
-    uidvalidity INTEGER NOT NULL,
-    uid INTEGER NOT NULL,
-    outcome TEXT NOT NULL,
-    mail_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (mailbox, uidvalidity, uid)
-);
-CREATE TABLE IF NOT EXISTS rejections (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    via TEXT NOT NULL,
-    mail_from TEXT NOT NULL,
-    rcpts TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    problems TEXT NOT NULL,
-    notice TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rejections_notice ON rejections(notice) WHERE notice = 'pending';
-CREATE TABLE IF NOT EXISTS usage (
-    scope TEXT NOT NULL,
-    window TEXT NOT NULL,
-    bucket INTEGER NOT NULL,
-    messages INTEGER NOT NULL,
-    points INTEGER NOT NULL,
-    PRIMARY KEY (scope, window, bucket)
-);
-CREATE TABLE IF NOT EXISTS balances (
-    account TEXT PRIMARY KEY,
-    balance REAL NOT NULL,
-    at REAL NOT NULL
-);
-"""
-
 WINDOWS = {"minute": 60, "hour": 3600, "day": 86400}
 
-#: an IMAP message's identity: (mailbox name, UIDVALIDITY, UID)
-ImapKey = tuple[str, int, int]
+# -- columns: one per field of Origin, SmsRequest (credentials: two) and Delivery ----
 
 
-class OutboxError(BridgeError):
-    """The outbox cannot store or read messages (disk full, database broken)."""
+def _codec(cls: type) -> dict[str, Callable[[Any], Any]]:
+    """Each field's decoder, from its type: tuples are stored comma-joined, enums by value."""
+    out: dict[str, Callable[[Any], Any]] = {}
+    for name, hint in get_type_hints(cls).items():
+        if name not in {f.name for f in fields(cls)} or hint == Credentials | None:
+            continue
+        if hint == tuple[str, ...]:
+            out[name] = lambda v: tuple(filter(None, v.split(",")))
+        elif hint in (State, Notice):
+            out[name] = hint
+        elif hint == bool | None:
+            out[name] = lambda v: None if v is None else bool(v)
+        else:
+            out[name] = lambda v: v
+    return out
 
 
-class LimitExceeded(BridgeError):
-    """A client or account has used up a limit; nothing was stored."""
-
-    def __init__(self, scope: str, what: str, limit: int, window: str) -> None:
-        self.scope = scope
-        self.hard = window == "day"
-        super().__init__(f"{scope} has reached its limit of {limit} {what} per {window}")
+ORIGIN = _codec(Origin)
+REQUEST = _codec(SmsRequest)
+DELIVERY = _codec(Delivery)
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a mail came from, as the outbox records it for logs, notices and ``queue show``."""
-
-    via: str
-    mail_from: str
-    rcpts: tuple[str, ...]
-    message_id: str
-    subject: str
+def _stored(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
 
 
-@dataclass(frozen=True)
-class Accepted(Origin):
-    """A mail the bridge decided to send: what the outbox stores in one transaction."""
-
-    requests: tuple[SmsRequest, ...]
-    #: identifies a resubmission of the same mail (None: do not deduplicate)
-    fingerprint: str | None = None
+def _columns(obj: Any, codec: dict[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    return {name: _stored(getattr(obj, name)) for name in codec}
 
 
-@dataclass(frozen=True)
-class Row:
-    id: str
-    mail_id: str
-    created: float
-    updated: float
-    via: str
-    mail_from: str
-    rcpts: tuple[str, ...]
-    message_id: str
-    subject: str
-    route: str
-    account: str
-    provider: str
-    sender: str
-    numbers: tuple[str, ...]
-    text: str
-    lang: int
-    encoding: str
-    pages: int
-    points: int
-    credentials: Credentials | None
-    state: str
-    attempts: int
-    next_attempt: float
-    last_error: str
-    last_code: str
-    provider_reply: str
-    provider_msg_id: str
-    points_charged: int | None
-    balance_after: float | None
-    confirmed: bool | None
-    notice: str
-
-    def request(self) -> SmsRequest:
-        return SmsRequest(
-            route=self.route,
-            account=self.account,
-            provider=self.provider,
-            sender=self.sender,
-            numbers=self.numbers,
-            text=self.text,
-            lang=self.lang,
-            encoding=self.encoding,  # type: ignore[arg-type]  # stored from an Encoding
-            pages=self.pages,
-            points=self.points,
-            credentials=self.credentials,
-        )
+def _read(codec: dict[str, Callable[[Any], Any]], rec: sqlite3.Row) -> dict[str, Any]:
+    return {name: decode(rec[name]) for name, decode in codec.items()}
 
 
-@dataclass(frozen=True)
-class Enqueued:
-    mail_id: str
-    ids: tuple[str, ...]
-    duplicate: bool = False
-
-
-@dataclass
-class Group:
-    """Rows the dispatcher sends in one provider call (same text, disjoint numbers)."""
-
-    rows: list[Row] = field(default_factory=list)
-
-    @property
-    def ids(self) -> list[str]:
-        return [r.id for r in self.rows]
-
-    def request(self) -> SmsRequest:
-        """One provider call for every row: the first row's SMS, with all the rows' numbers."""
-        numbers = tuple(n for r in self.rows for n in r.numbers)
-        first = self.rows[0].request()
-        return replace(first, numbers=numbers, points=first.pages * len(numbers))
-
-
-def new_mail_id() -> str:
-    """Time-ordered, 22 characters: milliseconds in hex, then 40 random bits."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
-
-
-def batch_key(request: SmsRequest) -> str:
-    raw = "\x00".join([request.sender, str(request.lang), request.text])
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+def _origin_columns(origin: Origin) -> dict[str, Any]:
+    columns = _columns(origin, ORIGIN)
+    columns["subject"] = origin.subject[:500]
+    return columns
 
 
 def _row(rec: sqlite3.Row) -> Row:
@@ -264,47 +106,16 @@ def _row(rec: sqlite3.Row) -> Row:
         mail_id=rec["mail_id"],
         created=rec["created"],
         updated=rec["updated"],
-        via=rec["via"],
-        mail_from=rec["mail_from"],
-        rcpts=tuple(filter(None, rec["rcpts"].split(","))),
-        message_id=rec["message_id"],
-        subject=rec["subject"],
-        route=rec["route"],
-        account=rec["account"],
-        provider=rec["provider"],
-        sender=rec["sender"],
-        numbers=tuple(rec["numbers"].split(",")),
-        text=rec["text"],
-        lang=rec["lang"],
-        encoding=rec["encoding"],
-        pages=rec["pages"],
-        points=rec["points"],
-        credentials=creds,
-        state=rec["state"],
-        attempts=rec["attempts"],
-        next_attempt=rec["next_attempt"],
-        last_error=rec["last_error"],
-        last_code=rec["last_code"],
-        provider_reply=rec["provider_reply"],
-        provider_msg_id=rec["provider_msg_id"],
-        points_charged=rec["points_charged"],
-        balance_after=rec["balance_after"],
-        confirmed=None if rec["confirmed"] is None else bool(rec["confirmed"]),
-        notice=rec["notice"],
+        origin=Origin(**_read(ORIGIN, rec)),
+        request=SmsRequest(**_read(REQUEST, rec), credentials=creds),
+        delivery=Delivery(**_read(DELIVERY, rec)),
     )
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
-    """A connection with the outbox's pragmas and schema."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA secure_delete=ON")  # erased body credentials are overwritten, not left in free space
-    conn.executescript(SCHEMA)
-    return conn
+def _insert(conn: sqlite3.Connection, table: str, columns: dict[str, Any]) -> None:
+    names = ", ".join(columns)
+    marks = ", ".join("?" * len(columns))
+    conn.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", tuple(columns.values()))  # noqa: S608  (names from dataclass fields)
 
 
 # -- operations (each runs inside a transaction the caller owns) ---------------
@@ -326,45 +137,13 @@ def _mark_imap(conn: sqlite3.Connection, key: ImapKey | None, outcome: str, mail
         )
 
 
-@dataclass(frozen=True)
-class Rejection(Origin):
-    """A mail taken from a mailbox and refused: its sender is told why by notice."""
-
-    problems: tuple[tuple[str, str], ...]
-    notify: bool
-
-
-@dataclass(frozen=True)
-class RejectionRow:
-    id: str
-    created: float
-    via: str
-    mail_from: str
-    rcpts: tuple[str, ...]
-    message_id: str
-    subject: str
-    problems: tuple[tuple[str, str], ...]
-    notice: str
-
-
 def op_reject(conn: sqlite3.Connection, rejection: Rejection, now: float, key: ImapKey | None = None) -> str:
     """Record a refused mail (and its IMAP identity) in one transaction; its id."""
     rejection_id = new_mail_id()
-    conn.execute(
-        """INSERT INTO rejections (id, created, via, mail_from, rcpts, message_id, subject, problems, notice)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        (
-            rejection_id,
-            now,
-            rejection.via,
-            rejection.mail_from,
-            ",".join(rejection.rcpts),
-            rejection.message_id,
-            rejection.subject[:500],
-            json.dumps([list(p) for p in rejection.problems]),
-            "pending" if rejection.notify else "skipped",
-        ),
-    )
+    columns = {"id": rejection_id, "created": now, **_origin_columns(rejection)}
+    columns["problems"] = json.dumps([list(p) for p in rejection.problems])
+    columns["notice"] = Notice.PENDING if rejection.notify else Notice.SKIPPED
+    _insert(conn, "rejections", columns)
     _mark_imap(conn, key, "rejected", rejection_id, now)
     return rejection_id
 
@@ -375,19 +154,15 @@ def op_pending_rejections(conn: sqlite3.Connection, limit: int = 50) -> list[Rej
         RejectionRow(
             id=r["id"],
             created=r["created"],
-            via=r["via"],
-            mail_from=r["mail_from"],
-            rcpts=tuple(filter(None, r["rcpts"].split(","))),
-            message_id=r["message_id"],
-            subject=r["subject"],
+            origin=Origin(**_read(ORIGIN, r)),
             problems=tuple((str(f), str(m)) for f, m in json.loads(r["problems"])),
-            notice=r["notice"],
+            notice=Notice(r["notice"]),
         )
         for r in recs
     ]
 
 
-def op_set_rejection_notice(conn: sqlite3.Connection, ids: Sequence[str], notice: str) -> None:
+def op_set_rejection_notice(conn: sqlite3.Connection, ids: Sequence[str], notice: Notice) -> None:
     conn.executemany("UPDATE rejections SET notice = ? WHERE id = ?", [(notice, i) for i in ids])
 
 
@@ -406,7 +181,7 @@ def op_use(conn: sqlite3.Connection, scopes: Sequence[tuple[str, Any]], messages
             for what, amount in (("messages", messages), ("points", points)):
                 limit = getattr(limits, f"{what}_per_{window}")
                 if limit is not None and used[what] + amount > limit:
-                    raise LimitExceeded(scope, what, limit, window)
+                    raise LimitExceeded.of(scope, what, limit, window)
             counted.append((scope, window, bucket))
     conn.executemany(
         """INSERT INTO usage (scope, window, bucket, messages, points) VALUES (?, ?, ?, ?, ?)
@@ -470,37 +245,11 @@ def op_enqueue(
     for n, request in enumerate(accepted.requests, start=1):
         row_id = mail_id if len(accepted.requests) == 1 else f"{mail_id}.{n}"
         creds = request.credentials
-        conn.execute(
-            """INSERT INTO sms (id, mail_id, created, updated, via, mail_from, rcpts, message_id, subject, route,
-                   account, provider, sender, numbers, text, lang, encoding, pages, points, batch_key,
-                   cred_user, cred_pass, state, next_attempt)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)""",
-            (
-                row_id,
-                mail_id,
-                now,
-                now,
-                accepted.via,
-                accepted.mail_from,
-                ",".join(accepted.rcpts),
-                accepted.message_id,
-                accepted.subject[:500],
-                request.route,
-                request.account,
-                request.provider,
-                request.sender,
-                ",".join(request.numbers),
-                request.text,
-                request.lang,
-                request.encoding,
-                request.pages,
-                request.points,
-                batch_key(request),
-                creds.username if creds else None,
-                creds.password if creds else None,
-                now,
-            ),
-        )
+        columns = {"id": row_id, "mail_id": mail_id, "created": now, "updated": now, **_origin_columns(accepted)}
+        columns |= _columns(request, REQUEST) | {"batch_key": batch_key(request)}
+        columns |= {"cred_user": creds.username if creds else None, "cred_pass": creds.password if creds else None}
+        columns |= {"state": State.QUEUED, "next_attempt": now}
+        _insert(conn, "sms", columns)
         ids.append(row_id)
     if accepted.fingerprint is not None:
         conn.execute(
@@ -521,7 +270,7 @@ def op_claim(conn: sqlite3.Connection, account: str, now: float, combine: bool =
     if first is None:
         return Group()
     group = Group([_row(first)])
-    numbers = set(group.rows[0].numbers)
+    numbers = set(group.rows[0].request.numbers)
     if combine and first["cred_user"] is None and len(numbers) < MAX_GROUP_NUMBERS:
         for rec in conn.execute(
             """SELECT * FROM sms WHERE state = 'queued' AND account = ? AND batch_key = ? AND next_attempt <= ?
@@ -529,12 +278,16 @@ def op_claim(conn: sqlite3.Connection, account: str, now: float, combine: bool =
             (account, first["batch_key"], now, first["id"]),
         ):
             row = _row(rec)
-            if row.credentials is not None or row.sender != group.rows[0].sender or row.text != group.rows[0].text:
+            lead = group.rows[0].request
+            if row.request.credentials is not None or (row.request.sender, row.request.text) != (
+                lead.sender,
+                lead.text,
+            ):
                 continue
-            if numbers.intersection(row.numbers) or len(numbers) + len(row.numbers) > MAX_GROUP_NUMBERS:
+            if numbers.intersection(row.request.numbers) or len(numbers) + len(row.request.numbers) > MAX_GROUP_NUMBERS:
                 continue
             group.rows.append(row)
-            numbers.update(row.numbers)
+            numbers.update(row.request.numbers)
             if len(numbers) >= MAX_GROUP_NUMBERS:
                 break
     conn.executemany("UPDATE sms SET state = 'claimed', updated = ? WHERE id = ?", [(now, i) for i in group.ids])
@@ -568,7 +321,10 @@ def op_sent(
                balance_after = ?, confirmed = ?, last_error = '', last_code = '',
                {ERASED}
            WHERE id = ?""",  # noqa: S608  (a constant, no input)
-        [(now, msg_id, raw[:2000], r.pages * len(r.numbers), balance_after, int(confirmed), r.id) for r in rows],
+        [
+            (now, msg_id, raw[:2000], r.request.pages * len(r.request.numbers), balance_after, int(confirmed), r.id)
+            for r in rows
+        ],
     )
 
 
@@ -588,11 +344,11 @@ def op_finish(
     ids: Sequence[str],
     now: float,
     *,
-    state: str,
+    state: State,
     error: str,
     code: str,
     raw: str,
-    notice: str,
+    notice: Notice,
 ) -> None:
     """A final state other than sent; body credentials are erased."""
     conn.executemany(
@@ -650,7 +406,7 @@ def op_list(conn: sqlite3.Connection, state: str | None = None, limit: int = 100
 
 
 def op_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    counts = dict.fromkeys(STATES, 0)
+    counts: dict[str, int] = dict.fromkeys(State, 0)
     for state, count in conn.execute("SELECT state, count(*) FROM sms GROUP BY state"):
         counts[state] = count
     return counts
@@ -658,7 +414,7 @@ def op_counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 def op_requeue(conn: sqlite3.Connection, ident: str, now: float) -> list[str]:
     """``queue retry``: a failed, unknown, expired or cancelled row goes back to the queue."""
-    ids = [r.id for r in op_get(conn, ident) if r.state in ("failed", "unknown", "expired", "cancelled")]
+    ids = [r.id for r in op_get(conn, ident) if r.delivery.state in RETRYABLE]
     conn.executemany(
         "UPDATE sms SET state = 'queued', next_attempt = ?, updated = ?, notice = 'none' WHERE id = ?",
         [(now, now, i) for i in ids],
@@ -668,8 +424,10 @@ def op_requeue(conn: sqlite3.Connection, ident: str, now: float) -> list[str]:
 
 def op_cancel(conn: sqlite3.Connection, ident: str, now: float) -> list[str]:
     """``queue cancel``: a queued row is not sent."""
-    ids = [r.id for r in op_get(conn, ident) if r.state == "queued"]
-    op_finish(conn, ids, now, state="cancelled", error="cancelled by the operator", code="", raw="", notice="none")
+    ids = [r.id for r in op_get(conn, ident) if r.delivery.state in CANCELLABLE]
+    op_finish(
+        conn, ids, now, state=State.CANCELLED, error="cancelled by the operator", code="", raw="", notice=Notice.NONE
+    )
     return ids
 
 
@@ -678,7 +436,7 @@ def op_pending_notices(conn: sqlite3.Connection, limit: int = 50) -> list[Row]:
     return [_row(r) for r in recs]
 
 
-def op_set_notice(conn: sqlite3.Connection, ids: Sequence[str], notice: str) -> None:
+def op_set_notice(conn: sqlite3.Connection, ids: Sequence[str], notice: Notice) -> None:
     conn.executemany("UPDATE sms SET notice = ? WHERE id = ?", [(notice, i) for i in ids])
 
 
@@ -837,11 +595,13 @@ class SqliteOutbox:
         now = time.time()
         await self.run(lambda c: op_retry_later(c, schedule, now, error=error, code=code, raw=raw))
 
-    async def finish(self, ids: Sequence[str], *, state: str, error: str, code: str, raw: str, notice: str) -> None:
+    async def finish(
+        self, ids: Sequence[str], *, state: State, error: str, code: str, raw: str, notice: Notice
+    ) -> None:
         now = time.time()
         await self.run(lambda c: op_finish(c, ids, now, state=state, error=error, code=code, raw=raw, notice=notice))
 
-    async def set_notice(self, ids: Sequence[str], notice: str) -> None:
+    async def set_notice(self, ids: Sequence[str], notice: Notice) -> None:
         await self.run(lambda c: op_set_notice(c, ids, notice))
 
     async def pending_notices(self, limit: int = 50) -> list[Row]:
@@ -850,7 +610,7 @@ class SqliteOutbox:
     async def pending_rejections(self, limit: int = 50) -> list[RejectionRow]:
         return await self.run(lambda c: op_pending_rejections(c, limit))
 
-    async def set_rejection_notice(self, ids: Sequence[str], notice: str) -> None:
+    async def set_rejection_notice(self, ids: Sequence[str], notice: Notice) -> None:
         await self.run(lambda c: op_set_rejection_notice(c, ids, notice))
 
     async def imap_outcome(self, key: ImapKey) -> tuple[str, str] | None:
@@ -879,33 +639,3 @@ class SqliteOutbox:
             return recovered
 
         return await self.run(work)
-
-
-class Outbox(Protocol):
-    """What the rest of the bridge needs from an outbox; :class:`SqliteOutbox` is one.
-    A second backend (PostgreSQL, claiming with ``FOR UPDATE SKIP LOCKED``) implements
-    the same operations with the same meaning."""
-
-    commits: int
-
-    async def enqueue(
-        self, accepted: Accepted, key: ImapKey | None = None, usage: Sequence[tuple[str, Any]] = ()
-    ) -> Enqueued: ...
-    async def claim(self, account: str, *, combine: bool = True) -> Group: ...
-    async def next_due(self, account: str) -> float | None: ...
-    async def counts(self) -> dict[str, int]: ...
-    async def mark_sending(self, ids: Sequence[str]) -> None: ...
-    async def mark_sent(
-        self, rows: Sequence[Row], *, msg_id: str, raw: str, balance_after: float | None, confirmed: bool
-    ) -> None: ...
-    async def retry_later(self, schedule: Sequence[tuple[str, float]], *, error: str, code: str, raw: str) -> None: ...
-    async def finish(self, ids: Sequence[str], *, state: str, error: str, code: str, raw: str, notice: str) -> None: ...
-    async def set_notice(self, ids: Sequence[str], notice: str) -> None: ...
-    async def pending_notices(self, limit: int = 50) -> list[Row]: ...
-    async def pending_rejections(self, limit: int = 50) -> list[RejectionRow]: ...
-    async def set_rejection_notice(self, ids: Sequence[str], notice: str) -> None: ...
-    async def imap_outcome(self, key: ImapKey) -> tuple[str, str] | None: ...
-    async def reject(self, rejection: Rejection, key: ImapKey | None = None) -> str: ...
-    async def record_balance(self, account: str, balance: float) -> float | None: ...
-    async def balances(self) -> dict[str, float]: ...
-    async def start_up(self, *, at_least_once: Sequence[str]) -> dict[str, int]: ...

@@ -1,0 +1,143 @@
+"""The SQLite outbox's schema, as numbered migrations.
+
+``PRAGMA user_version`` holds the number of the last migration applied. At
+start-up :func:`migrate` applies the missing ones in order, inside one
+``BEGIN IMMEDIATE`` transaction, so two processes opening the same file
+never migrate it twice. Migrations are history: never edit one that was
+released; add the next.
+
+Migration 1 is the schema of the releases before versioning. It uses
+``IF NOT EXISTS`` throughout, so that an outbox those releases wrote (at
+``user_version`` 0, with these tables already there) is adopted as it is.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the unversioned schema of the first releases
+    """
+CREATE TABLE IF NOT EXISTS sms (
+    id TEXT PRIMARY KEY,
+    mail_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    via TEXT NOT NULL,
+    mail_from TEXT NOT NULL,
+    rcpts TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    route TEXT NOT NULL,
+    account TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    numbers TEXT NOT NULL,
+    text TEXT NOT NULL,
+    lang INTEGER NOT NULL,
+    encoding TEXT NOT NULL,
+    pages INTEGER NOT NULL,
+    points INTEGER NOT NULL,
+    batch_key TEXT NOT NULL,
+    cred_user TEXT,
+    cred_pass TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    last_error TEXT NOT NULL DEFAULT '',
+    last_code TEXT NOT NULL DEFAULT '',
+    provider_reply TEXT NOT NULL DEFAULT '',
+    provider_msg_id TEXT NOT NULL DEFAULT '',
+    points_charged INTEGER,
+    balance_after REAL,
+    confirmed INTEGER,
+    notice TEXT NOT NULL DEFAULT 'none'
+);
+CREATE INDEX IF NOT EXISTS sms_due ON sms(account, next_attempt) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS sms_batch ON sms(account, batch_key, next_attempt) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS sms_mail ON sms(mail_id);
+CREATE INDEX IF NOT EXISTS sms_state ON sms(state, updated);
+CREATE INDEX IF NOT EXISTS sms_notice ON sms(notice) WHERE notice = 'pending';
+CREATE TABLE IF NOT EXISTS seen (
+    fingerprint TEXT PRIMARY KEY,
+    mail_id TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+CREATE TABLE IF NOT EXISTS imap_seen (
+    mailbox TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    mail_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (mailbox, uidvalidity, uid)
+);
+CREATE TABLE IF NOT EXISTS rejections (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    via TEXT NOT NULL,
+    mail_from TEXT NOT NULL,
+    rcpts TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    problems TEXT NOT NULL,
+    notice TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rejections_notice ON rejections(notice) WHERE notice = 'pending';
+CREATE TABLE IF NOT EXISTS usage (
+    scope TEXT NOT NULL,
+    window TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    points INTEGER NOT NULL,
+    PRIMARY KEY (scope, window, bucket)
+);
+CREATE TABLE IF NOT EXISTS balances (
+    account TEXT PRIMARY KEY,
+    balance REAL NOT NULL,
+    at REAL NOT NULL
+);
+""",
+)
+
+LATEST = len(MIGRATIONS)
+
+
+def version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Bring the schema up to date under a write lock; (version before, version after)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        before = version(conn)
+        if before > LATEST:
+            raise sqlite3.DatabaseError(
+                f"the outbox was written by a newer release (schema {before}; this release knows up to {LATEST})"
+            )
+        for number in range(before + 1, LATEST + 1):
+            for statement in MIGRATIONS[number - 1].split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return before, LATEST
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection with the outbox's pragmas, its schema brought up to date."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA secure_delete=ON")  # erased body credentials are overwritten, not left in free space
+    migrate(conn)
+    return conn

@@ -1,0 +1,151 @@
+"""The outbox's value types and the :class:`Outbox` protocol every backend implements."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from bridge.model import SmsRequest
+from bridge.outbox.states import Notice, State
+
+MAX_GROUP_NUMBERS = 200
+
+#: an IMAP message's identity: (mailbox name, UIDVALIDITY, UID)
+ImapKey = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a mail came from, as the outbox records it for logs, notices and ``queue show``."""
+
+    via: str
+    mail_from: str
+    rcpts: tuple[str, ...]
+    message_id: str
+    subject: str
+
+
+@dataclass(frozen=True)
+class Accepted(Origin):
+    """A mail the bridge decided to send: what the outbox stores in one transaction."""
+
+    requests: tuple[SmsRequest, ...]
+    #: identifies a resubmission of the same mail (None: do not deduplicate)
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejection(Origin):
+    """A mail taken from a mailbox and refused: its sender is told why by notice."""
+
+    problems: tuple[tuple[str, str], ...]
+    notify: bool
+
+
+@dataclass(frozen=True)
+class RejectionRow:
+    id: str
+    created: float
+    origin: Origin
+    problems: tuple[tuple[str, str], ...]
+    notice: Notice
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one SMS so far."""
+
+    state: State
+    attempts: int
+    next_attempt: float
+    last_error: str
+    last_code: str
+    provider_reply: str
+    provider_msg_id: str
+    points_charged: int | None
+    balance_after: float | None
+    confirmed: bool | None
+    notice: Notice
+
+
+@dataclass(frozen=True)
+class Row:
+    """One SMS in the outbox: where its mail came from, what to send, and how it went."""
+
+    id: str
+    mail_id: str
+    created: float
+    updated: float
+    origin: Origin
+    request: SmsRequest
+    delivery: Delivery
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    mail_id: str
+    ids: tuple[str, ...]
+    duplicate: bool = False
+
+
+@dataclass
+class Group:
+    """Rows the dispatcher sends in one provider call (same text, disjoint numbers)."""
+
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.rows]
+
+    def request(self) -> SmsRequest:
+        """One provider call for every row: the first row's SMS, with all the rows' numbers."""
+        numbers = tuple(n for r in self.rows for n in r.request.numbers)
+        first = self.rows[0].request
+        return replace(first, numbers=numbers, points=first.pages * len(numbers))
+
+
+def new_mail_id() -> str:
+    """Time-ordered, 22 characters: milliseconds in hex, then 40 random bits."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
+
+
+def batch_key(request: SmsRequest) -> str:
+    raw = "\x00".join([request.sender, str(request.lang), request.text])
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+
+
+class Outbox(Protocol):
+    """What the rest of the bridge needs from an outbox; :class:`~bridge.outbox.SqliteOutbox`
+    is one. A second backend (PostgreSQL, claiming with ``FOR UPDATE SKIP LOCKED``)
+    implements the same operations with the same meaning."""
+
+    commits: int
+
+    async def enqueue(
+        self, accepted: Accepted, key: ImapKey | None = None, usage: Sequence[tuple[str, Any]] = ()
+    ) -> Enqueued: ...
+    async def claim(self, account: str, *, combine: bool = True) -> Group: ...
+    async def next_due(self, account: str) -> float | None: ...
+    async def counts(self) -> dict[str, int]: ...
+    async def mark_sending(self, ids: Sequence[str]) -> None: ...
+    async def mark_sent(
+        self, rows: Sequence[Row], *, msg_id: str, raw: str, balance_after: float | None, confirmed: bool
+    ) -> None: ...
+    async def retry_later(self, schedule: Sequence[tuple[str, float]], *, error: str, code: str, raw: str) -> None: ...
+    async def finish(
+        self, ids: Sequence[str], *, state: State, error: str, code: str, raw: str, notice: Notice
+    ) -> None: ...
+    async def set_notice(self, ids: Sequence[str], notice: Notice) -> None: ...
+    async def pending_notices(self, limit: int = 50) -> list[Row]: ...
+    async def pending_rejections(self, limit: int = 50) -> list[RejectionRow]: ...
+    async def set_rejection_notice(self, ids: Sequence[str], notice: Notice) -> None: ...
+    async def imap_outcome(self, key: ImapKey) -> tuple[str, str] | None: ...
+    async def reject(self, rejection: Rejection, key: ImapKey | None = None) -> str: ...
+    async def record_balance(self, account: str, balance: float) -> float | None: ...
+    async def balances(self) -> dict[str, float]: ...
+    async def start_up(self, *, at_least_once: Sequence[str]) -> dict[str, int]: ...
