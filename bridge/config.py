@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from bridge.errors import ConfigError
+from bridge.formats.alerts import TEMPLATE_FIELDS, ProfileName
 from bridge.model import Problem
 
 ProviderName = Literal["kwtsms-http", "opentech-http", "kwtsms-smtp"]
@@ -26,7 +27,6 @@ DEFAULT_URLS: dict[str, str] = {
     "kwtsms-http": "https://www.kwtsms.com/API/",
     "opentech-http": "http://www.ot-sms.com/ap/static/api/",
 }
-TEMPLATE_FIELDS = frozenset({"subject", "body", "from"})
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -244,6 +244,9 @@ class AccountConfig(_Model):
     html: Literal["strip", "reject"] = "strip"
     #: provider requests per second from this process (KwtSMS blocks an IP above 5)
     rate: float = Field(default=2.0, gt=0, le=50)
+    #: seconds before the same number is sent to again (KwtSMS refuses sooner with ERR028);
+    #: default 15 for KwtSMS, 0 for OpenTech
+    repeat_interval: float | None = Field(default=None, ge=0, le=3600)
     #: seconds to wait for a provider's reply
     timeout: float = Field(default=30.0, gt=0, le=600)
     #: KwtSMS v4.1 ``test=1``: queued at KwtSMS, never delivered (points are still deducted)
@@ -297,6 +300,12 @@ class AccountConfig(_Model):
     def base_url(self) -> str:
         return self.url or DEFAULT_URLS.get(self.provider, "")
 
+    def pacing(self) -> float:
+        """Seconds between two SMS to one number (``repeat_interval`` or the provider's rule)."""
+        if self.repeat_interval is not None:
+            return self.repeat_interval
+        return 15.0 if self.provider.startswith("kwtsms") else 0.0
+
 
 class RouteConfig(_Model):
     format: Literal["kwtsms", "address"]
@@ -309,8 +318,15 @@ class RouteConfig(_Model):
     body_credentials: Literal["account", "verify", "passthrough", "forbid"] = "account"
     #: KwtSMS reads ``+`` in the text as a space
     plus_as_space: bool = True
-    #: address format: text of the SMS from ``{subject}``, ``{body}``, ``{from}``
-    template: str = "{subject}"
+    #: address format: the SMS text from fields (``{state} {host}: {name}``); default: the
+    #: alert profile's own text
+    template: str | None = None
+    #: address format: how alert mail is read (``auto``: by the first profile that recognises it)
+    profile: ProfileName = "auto"
+    #: merge SMS waiting for the same phones into one (default: on for address routes)
+    digest: bool | None = None
+    #: pages a digest may use (default: the account's ``max_pages``)
+    digest_pages: int | None = Field(default=None, ge=1, le=7)
     #: address format: longer text is cut to this many pages, ending in "..."
     max_pages: int | None = Field(default=None, ge=1, le=7)
     sender: str | None = None
@@ -334,9 +350,14 @@ class RouteConfig(_Model):
             raise ValueError("give the domain alone, without local part or @")
         return value.strip().lower().lstrip(".") if value else value
 
+    def digests(self) -> bool:
+        return self.digest if self.digest is not None else self.format == "address"
+
     @field_validator("template")
     @classmethod
-    def _template(cls, value: str) -> str:
+    def _template(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
         except ValueError as exc:

@@ -26,7 +26,7 @@ from bridge.aio import wait_any
 from bridge.config import Config
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
 from bridge.model import SmsRequest
-from bridge.outbox import NOTIFIED, Group, Notice, Outbox, Row, State
+from bridge.outbox import NOTIFIED, Group, Notice, Outbox, Pacing, Row, State
 from bridge.phone import mask
 from bridge.providers import Provider, Sent
 
@@ -76,8 +76,18 @@ class Dispatcher:
         self.balances: dict[str, float] = dict(balances or {})
         self.rng = rng or random.Random()  # noqa: S311  (jitter, not secrets)
         self._wake = {name: asyncio.Event() for name in providers}
+        self.pacing = {name: self._pacing(name) for name in providers}
         self._waiters: dict[str, _Waiter] = {}
         self.attempts = 0  # provider calls made (for metrics and the benchmark)
+
+    def _pacing(self, account: str) -> Pacing:
+        settings = self.config.accounts[account]
+        pages = {
+            name: route.digest_pages
+            for name, route in self.config.routes.items()
+            if route.account == account and route.digest_pages is not None
+        }
+        return Pacing(interval=settings.pacing(), digest_pages=pages, default_pages=settings.max_pages)
 
     def cannot_pay(self, requests: tuple[SmsRequest, ...]) -> str | None:
         """Why an account that refuses when empty cannot take these SMS now, or None."""
@@ -159,7 +169,7 @@ class Dispatcher:
                 in_flight.release()
                 break
             wake.clear()
-            group = await self.outbox.claim(name, combine=self.config.dispatch.combine)
+            group = await self.outbox.claim(name, combine=self.config.dispatch.combine, pacing=self.pacing[name])
             if not group.rows:
                 in_flight.release()
                 due = await self.outbox.next_due(name)
@@ -192,27 +202,33 @@ class Dispatcher:
             except PermanentDelivery as exc:
                 await self._finish(group.rows, State.FAILED, exc)
             else:
-                await self._sent(group.rows, provider, sent)
+                await self._sent(group, provider, sent)
+            interval = self.pacing[name].interval
+            if interval > 0:  # counted from the provider's answer, so its clock sees the full interval
+                await self.outbox.pace(name, group.request().numbers, time.time() + interval)
         finally:
             in_flight.release()
 
     # -- outcomes ----------------------------------------------------------
 
-    async def _sent(self, rows: list[Row], provider: Provider, sent: Sent) -> None:
+    async def _sent(self, group: Group, provider: Provider, sent: Sent) -> None:
+        rows = group.rows
         if sent.balance_after is not None:
             await self._record_balance(rows[0].request.account, sent.balance_after)
         await self.outbox.mark_sent(
-            rows, msg_id=sent.message_id, raw=sent.raw, balance_after=sent.balance_after, confirmed=sent.confirmed
+            group, msg_id=sent.message_id, raw=sent.raw, balance_after=sent.balance_after, confirmed=sent.confirmed
         )
+        digest = f" digest={rows[0].id}({len(rows)} alerts)" if group.digest is not None else ""
         for row in rows:
             log.info(
-                "sent id=%s account=%s provider=%s attempts=%d numbers=%s msgid=%s%s",
+                "sent id=%s account=%s provider=%s attempts=%d numbers=%s msgid=%s%s%s",
                 row.id,
                 row.request.account,
                 row.request.provider,
                 row.delivery.attempts + 1,
                 numbers_for_log(row.request.numbers),
                 sent.message_id,
+                digest,
                 "" if sent.confirmed else " (handed to relay)",
             )
         self._report(rows, Outcome("sent", msg_id=sent.message_id))

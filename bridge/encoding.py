@@ -146,3 +146,42 @@ def describe_chars(chars: list[str], limit: int = 8) -> str:
     shown = ", ".join(f"'{ch}' (U+{ord(ch):04X})" for ch in chars[:limit])
     more = len(chars) - limit
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+# Typographic characters that word processors and templates put in place of plain
+# ones. Any one of them makes a whole message UCS-2 (70 characters a page, not
+# 160), so address-format text is folded to these GSM look-alikes when that
+# keeps the whole text in GSM-7.
+GSM_LOOKALIKES = {
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043\ufe58\ufe63\uff0d", "-"),
+    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u00b4\u0060\u02bc", "'"),
+    **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"'),
+    **dict.fromkeys("\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000", " "),
+    **dict.fromkeys("\u200b\u200c\u2060\ufeff\u00ad", ""),
+    "\u2026": "...",
+    "\u2022": "*",
+    "\u00b7": "*",
+    "\u2122": "TM",
+    "\u00a9": "(c)",
+    "\u00ae": "(R)",
+    "\u00d7": "x",
+    "\u2192": "->",
+    "\u2190": "<-",
+    "\u2264": "<=",
+    "\u2265": ">=",
+    "\u2260": "!=",
+    "\u00b0": " deg",
+    "\t": " ",
+}
+_LOOKALIKE_TABLE = str.maketrans(GSM_LOOKALIKES)
+
+
+def fold_to_gsm(text: str) -> tuple[str, list[str]]:
+    """``text`` with typographic characters replaced by GSM-7 look-alikes, and the
+    characters replaced, when that makes the whole text GSM-7; else ``text`` as it is."""
+    if is_gsm7(text):
+        return text, []
+    folded = text.translate(_LOOKALIKE_TABLE)
+    if not is_gsm7(folded):
+        return text, []
+    return folded, [ch for ch in dict.fromkeys(text) if ch in GSM_LOOKALIKES]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bridge.config import Config
 from bridge.formats import address, kwtsms
 from bridge.model import Draft, InboundMail, Problem, SmsRequest, Verdict
@@ -35,7 +37,7 @@ def decide(mail: InboundMail, config: Config) -> Verdict:
                     Problem("body", "the mail has no text body; write the KwtSMS fields (mobile:, text:, ...) in it")
                 )
                 continue
-            draft = kwtsms.parse(mail.body, name, plus_as_space=route.plus_as_space)
+            draft = replace(kwtsms.parse(mail.body, name, plus_as_space=route.plus_as_space), digest=route.digests())
         else:
             draft = address.parse(
                 mail,
@@ -45,6 +47,8 @@ def decide(mail: InboundMail, config: Config) -> Verdict:
                 template=route.template,
                 sender=route.sender,
                 max_pages=route.max_pages or DEFAULT_ADDRESS_PAGES,
+                profile=route.profile,
+                digest=route.digests(),
             )
         outcome = validate(draft, account_name=route.account, account=account, route=route, numbers=config.numbers)
         problems.extend(outcome.problems)

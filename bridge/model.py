@@ -62,6 +62,13 @@ class SmsRequest:
     pages: int
     points: int
     credentials: Credentials | None = None
+    #: may be merged with other alerts to the same phones into one SMS (a digest)
+    digest: bool = False
+    #: the alert's line in a digest (state, host, name); "" for the text itself
+    brief: str = ""
+    #: pairs a problem with its resolution in a digest ("" for none)
+    alert_key: str = ""
+    resolved: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,5 +99,11 @@ class Draft:
     password: str | None = field(default=None, repr=False)
     #: cut the text to this many pages instead of rejecting it (address format)
     trim_pages: int | None = None
+    #: fold typographic punctuation to GSM look-alikes when that keeps the text GSM-7
+    fold_gsm: bool = False
+    digest: bool = False
+    brief: str = ""
+    alert_key: str = ""
+    resolved: bool = False
     problems: tuple[Problem, ...] = ()
     warnings: tuple[str, ...] = ()

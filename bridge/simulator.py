@@ -142,6 +142,8 @@ class Simulator:
         self.jsonl = jsonl
         self.delivered: list[Delivered] = []
         self.requests: list[dict[str, Any]] = []
+        #: error replies given, by code (``ERR028``: 3)
+        self.refusals: dict[str, int] = defaultdict(int)
         self.faults: deque[dict[str, Any]] = deque()
         self.last_sent: dict[str, float] = {}
         self.hits: dict[str, deque[float]] = defaultdict(deque)
@@ -301,6 +303,7 @@ class Simulator:
         )
 
         def error(code: str, description: str) -> web.Response:
+            self.refusals[code] += 1
             if as_json:
                 return web.json_response({"result": "ERROR", "code": code, "description": description})
             return web.Response(text=f"{code}: {description}", content_type="text/html")

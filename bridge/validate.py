@@ -204,6 +204,15 @@ def validate(
     credentials = _credentials(draft, route, account, problems, warnings)
     if text is None:
         return Outcome(None, tuple(problems), tuple(warnings))
+    brief = draft.brief
+    if draft.fold_gsm:
+        text, folded = encoding.fold_to_gsm(text)
+        if folded:
+            warnings.append(
+                f"text: typographic characters replaced by plain ones to keep the SMS at 160 characters a page "
+                f"({encoding.describe_chars(folded, 4)})"
+            )
+            brief = encoding.fold_to_gsm(encoding.strip_emoji(brief))[0]
     lang = _lang(draft, text, problems)
     if draft.trim_pages is not None:
         trimmed = encoding.trim_to_pages(text, draft.trim_pages)
@@ -235,5 +244,9 @@ def validate(
         pages=measured.pages,
         points=measured.pages * len(found),
         credentials=credentials,
+        digest=draft.digest and credentials is None,
+        brief=brief,
+        alert_key=draft.alert_key,
+        resolved=draft.resolved,
     )
     return Outcome(request, (), tuple(warnings))

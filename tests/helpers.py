@@ -132,6 +132,7 @@ def config_data(
                 "sender": "KWT-SMS",
                 "rate": 20,
                 "timeout": 5,
+                "repeat_interval": 0,  # the test simulator has no repeat window unless a test asks for one
             }
             | (account or {})
         },

@@ -19,14 +19,18 @@ K1, K2, K3 = "96597119440", "96566074414", "96597119220"
 ACCEPTED: dict[str, dict[str, Any]] = {
     "zabbix_problem.eml": {
         "numbers": [K1],
-        "text": "Problem: High CPU utilization (over 90% for 5m) on web01",
+        "text": "PROBLEM High web01: High CPU utilization (over 90% for 5m) - Current utilization: 97.3 %",
         "encoding": "gsm7",
         "pages": 1,
         "points": 1,
     },
     "nagios_host_down.eml": {"numbers": [K1, K2], "encoding": "gsm7", "pages": 1, "points": 2},
-    "alertmanager_grouped_html.eml": {"numbers": [K2, K1], "text": "[FIRING:2] InstanceDown (prod)", "points": 2},
-    "grafana_alternative.eml": {"numbers": [K1], "text": "[FIRING:1] High API latency", "encoding": "gsm7"},
+    "alertmanager_grouped_html.eml": {
+        "numbers": [K2, K1],
+        "text": "FIRING 2 alerts: db1, db2: InstanceDown - prod",
+        "points": 2,
+    },
+    "grafana_alternative.eml": {"numbers": [K1], "text": "FIRING: High API latency", "encoding": "gsm7"},
     "kwtsms_seed_v099.eml": {"numbers": [K3, K2], "sender": "SenderID", "text": "Meet me at starbuck!", "points": 2},
     "kwtsms_seed_v41.eml": {"numbers": [K3, K2], "sender": "KWT-SMS", "text": "Meet me at Starbucks!"},
     "arabic_utf8_base64.eml": {

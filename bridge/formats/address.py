@@ -2,8 +2,9 @@
 
 ``96597119440@sms.example.com`` (also with ``+`` or ``00``) or
 ``oncall@sms.example.com`` with ``oncall`` a list of numbers in the config.
-The text comes from the route's template (``{subject}`` by default), with
-white space collapsed; the body is never read for directives.
+The text comes from the alert profile (:mod:`bridge.formats.alerts`), or from
+the route's template when it has one, with white space collapsed; the body is
+never read for directives.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from bridge.formats import alerts
 from bridge.model import Draft, InboundMail, Problem
 
 _NUMBERISH = re.compile(r"\+?[0-9\u0660-\u0669\u06f0-\u06f9][0-9\u0660-\u0669\u06f0-\u06f9.\-]*")
@@ -30,9 +32,11 @@ def parse(
     recipients: Sequence[str],
     *,
     aliases: Mapping[str, Sequence[str]],
-    template: str,
+    template: str | None,
     sender: str | None,
     max_pages: int,
+    profile: alerts.ProfileName = "auto",
+    digest: bool = False,
 ) -> Draft:
     numbers: list[str] = []
     problems: list[Problem] = []
@@ -45,7 +49,17 @@ def parse(
             numbers.append(local)
         else:
             problems.append(Problem("recipient", f"{rcpt}: {local!r} is neither a phone number nor a known alias"))
-    text = collapse(template.format(subject=mail.subject, body=mail.body, **{"from": mail.from_header}))
+    found = alerts.read(mail, profile)
+    warnings: list[str] = []
+    if not found.recognised:
+        warnings.append("alert: no alert profile recognised this mail; the SMS is its subject (generic profile)")
+    if template is None:
+        text, brief = found.text(), found.text(brief=True)
+    else:
+        values = found.fields() | {"subject": mail.subject, "body": mail.body, "from": mail.from_header}
+        text = collapse(template.format(**values))
+        brief = text
+    first = found.alerts[0] if len(found.alerts) == 1 else None
     return Draft(
         route=route,
         numbers=tuple(numbers),
@@ -53,5 +67,11 @@ def parse(
         text=text,
         sender=sender,
         trim_pages=max_pages,
+        fold_gsm=True,
+        digest=digest,
+        brief=collapse(brief) if brief != text else "",
+        alert_key=first.key if first else "",
+        resolved=first.resolved if first else False,
         problems=tuple(problems),
+        warnings=tuple(warnings),
     )

@@ -100,6 +100,32 @@ CREATE TABLE IF NOT EXISTS balances (
     at REAL NOT NULL
 );
 """,
+    # 2: digests and per-number pacing
+    """
+ALTER TABLE sms ADD COLUMN digest INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sms ADD COLUMN brief TEXT NOT NULL DEFAULT '';
+ALTER TABLE sms ADD COLUMN alert_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE sms ADD COLUMN resolved INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sms ADD COLUMN carrier TEXT NOT NULL DEFAULT '';
+DROP INDEX sms_due;
+CREATE INDEX sms_due ON sms(account, next_attempt, id) WHERE state = 'queued';
+CREATE INDEX sms_digest ON sms(account, route, sender, numbers, next_attempt) WHERE state = 'queued' AND digest = 1;
+CREATE INDEX sms_carrier ON sms(carrier) WHERE carrier != '';
+CREATE TABLE pacing (
+    account TEXT NOT NULL,
+    number TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (account, number)
+);
+CREATE TABLE digest_series (
+    account TEXT NOT NULL,
+    key TEXT NOT NULL,
+    listed INTEGER NOT NULL,
+    part INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (account, key)
+);
+""",
 )
 
 LATEST = len(MIGRATIONS)

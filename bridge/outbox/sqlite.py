@@ -26,6 +26,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
+from bridge import digest
 from bridge.errors import LimitExceeded, OutboxError
 from bridge.model import Credentials, SmsRequest
 from bridge.outbox.schema import connect
@@ -38,6 +39,7 @@ from bridge.outbox.types import (
     Group,
     ImapKey,
     Origin,
+    Pacing,
     Rejection,
     RejectionRow,
     Row,
@@ -66,6 +68,8 @@ def _codec(cls: type) -> dict[str, Callable[[Any], Any]]:
             out[name] = hint
         elif hint == bool | None:
             out[name] = lambda v: None if v is None else bool(v)
+        elif hint is bool:
+            out[name] = bool
         else:
             out[name] = lambda v: v
     return out
@@ -260,38 +264,129 @@ def op_enqueue(
     return Enqueued(mail_id, tuple(ids))
 
 
-def op_claim(conn: sqlite3.Connection, account: str, now: float, combine: bool = True) -> Group:
-    """Reserve the most overdue row of ``account`` and, when ``combine``, others with
-    the same sender, language and text whose numbers do not overlap (≤ 200 numbers)."""
-    first = conn.execute(
-        "SELECT * FROM sms WHERE state = 'queued' AND account = ? AND next_attempt <= ? ORDER BY next_attempt LIMIT 1",
-        (account, now),
+#: queued rows a claim looks at, at most, before it gives up for now
+CLAIM_SCAN = 500
+
+
+def _paced(conn: sqlite3.Connection, account: str, now: float) -> dict[str, float]:
+    """The numbers of ``account`` that may not be sent to yet, and until when."""
+    recs = conn.execute("SELECT number, until FROM pacing WHERE account = ? AND until > ?", (account, now))
+    return {number: until for number, until in recs}
+
+
+def _first_free(conn: sqlite3.Connection, account: str, now: float, paced: dict[str, float]) -> Row | None:
+    """The most overdue row none of whose numbers is paced. A row that waits for a
+    paced number is moved to when its numbers are free, out of the way of the rows
+    behind it: the bridge plans around the provider's rule instead of learning it."""
+    for _ in range(CLAIM_SCAN):
+        rec = conn.execute(
+            """SELECT * FROM sms WHERE state = 'queued' AND account = ? AND next_attempt <= ?
+               ORDER BY next_attempt, id LIMIT 1""",
+            (account, now),
+        ).fetchone()
+        if rec is None:
+            return None
+        row = _row(rec)
+        free_at = max((paced.get(n, 0.0) for n in row.request.numbers), default=0.0)
+        if free_at <= now:
+            return row
+        conn.execute("UPDATE sms SET next_attempt = ? WHERE id = ?", (free_at, row.id))
+    return None
+
+
+def _combined(conn: sqlite3.Connection, first: Row, now: float, paced: dict[str, float]) -> Group:
+    """``first`` and others with the same sender, language and text whose numbers
+    do not overlap and are not paced (≤ 200 numbers)."""
+    group = Group([first])
+    numbers = set(first.request.numbers)
+    if first.request.credentials is not None or len(numbers) >= MAX_GROUP_NUMBERS:
+        return group
+    for rec in conn.execute(
+        """SELECT * FROM sms WHERE state = 'queued' AND account = ? AND batch_key = ? AND next_attempt <= ?
+           AND id != ? ORDER BY next_attempt LIMIT 400""",
+        (first.request.account, batch_key(first.request), now, first.id),
+    ):
+        row = _row(rec)
+        lead = first.request
+        if row.request.credentials is not None or (row.request.sender, row.request.text) != (lead.sender, lead.text):
+            continue
+        if numbers.intersection(row.request.numbers) or len(numbers) + len(row.request.numbers) > MAX_GROUP_NUMBERS:
+            continue
+        if any(paced.get(n, 0.0) > now for n in row.request.numbers):
+            continue
+        group.rows.append(row)
+        numbers.update(row.request.numbers)
+        if len(numbers) >= MAX_GROUP_NUMBERS:
+            break
+    return group
+
+
+def _digested(conn: sqlite3.Connection, first: Row, now: float, pacing: Pacing) -> Group:
+    """``first`` and the other alerts waiting for the same numbers on its route, in one SMS."""
+    req = first.request
+    recs = conn.execute(
+        """SELECT * FROM sms WHERE state = 'queued' AND account = ? AND digest = 1 AND route = ? AND sender = ?
+           AND numbers = ? AND next_attempt <= ? AND cred_user IS NULL ORDER BY next_attempt, id LIMIT 2000""",
+        (req.account, req.route, req.sender, ",".join(req.numbers), now),
+    ).fetchall()
+    rows = {r.id: r for r in map(_row, recs)}
+    rows.setdefault(first.id, first)
+    waiting = [first] + [r for r in rows.values() if r.id != first.id]
+    key = "\x00".join([req.route, req.sender, ",".join(req.numbers)])
+    rec = conn.execute(
+        "SELECT listed, part FROM digest_series WHERE account = ? AND key = ? AND at > ?",
+        (req.account, key, now - 3 * max(pacing.interval, 60.0)),
     ).fetchone()
+    series = digest.Series(rec[0], rec[1]) if rec else None
+    items = [
+        digest.Item(r.id, r.request.text, r.request.brief, r.request.alert_key, r.request.resolved) for r in waiting
+    ]
+    planned = digest.plan(items, pacing.digest_pages.get(req.route, pacing.default_pages), series)
+    if planned.series is None:
+        conn.execute("DELETE FROM digest_series WHERE account = ? AND key = ?", (req.account, key))
+    else:
+        conn.execute(
+            """INSERT INTO digest_series (account, key, listed, part, at) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (account, key) DO UPDATE SET listed = excluded.listed, part = excluded.part, at = excluded.at""",
+            (req.account, key, planned.series.listed, planned.series.part, now),
+        )
+    chosen = [rows[i] for i in planned.ids]
+    if len(chosen) == 1:
+        return Group(chosen)
+    conn.executemany("UPDATE sms SET carrier = ? WHERE id = ?", [(chosen[0].id, r.id) for r in chosen])
+    return Group(chosen, digest=planned.text)
+
+
+def op_claim(
+    conn: sqlite3.Connection, account: str, now: float, combine: bool = True, pacing: Pacing | None = None
+) -> Group:
+    """Reserve the most overdue row of ``account`` whose numbers may be sent to now, with
+    the alerts waiting for the same numbers (a digest) or, when ``combine``, rows with the
+    same text to other numbers. The numbers are then paced for ``pacing.interval``."""
+    pacing = pacing or Pacing()
+    paced = _paced(conn, account, now) if pacing.interval > 0 else {}
+    first = _first_free(conn, account, now, paced)
     if first is None:
         return Group()
-    group = Group([_row(first)])
-    numbers = set(group.rows[0].request.numbers)
-    if combine and first["cred_user"] is None and len(numbers) < MAX_GROUP_NUMBERS:
-        for rec in conn.execute(
-            """SELECT * FROM sms WHERE state = 'queued' AND account = ? AND batch_key = ? AND next_attempt <= ?
-               AND id != ? ORDER BY next_attempt LIMIT 400""",
-            (account, first["batch_key"], now, first["id"]),
-        ):
-            row = _row(rec)
-            lead = group.rows[0].request
-            if row.request.credentials is not None or (row.request.sender, row.request.text) != (
-                lead.sender,
-                lead.text,
-            ):
-                continue
-            if numbers.intersection(row.request.numbers) or len(numbers) + len(row.request.numbers) > MAX_GROUP_NUMBERS:
-                continue
-            group.rows.append(row)
-            numbers.update(row.request.numbers)
-            if len(numbers) >= MAX_GROUP_NUMBERS:
-                break
+    if first.request.digest:
+        group = _digested(conn, first, now, pacing)
+    elif combine:
+        group = _combined(conn, first, now, paced)
+    else:
+        group = Group([first])
     conn.executemany("UPDATE sms SET state = 'claimed', updated = ? WHERE id = ?", [(now, i) for i in group.ids])
+    if pacing.interval > 0:
+        op_pace(conn, account, group.request().numbers, now + pacing.interval)
     return group
+
+
+def op_pace(conn: sqlite3.Connection, account: str, numbers: Sequence[str], until: float) -> None:
+    """No SMS to ``numbers`` from ``account`` before ``until``."""
+    conn.executemany(
+        """INSERT INTO pacing (account, number, until) VALUES (?, ?, ?)
+           ON CONFLICT (account, number) DO UPDATE SET until = max(until, excluded.until)""",
+        [(account, n, until) for n in numbers],
+    )
 
 
 def op_mark_sending(conn: sqlite3.Connection, ids: Sequence[str], now: float) -> None:
@@ -308,7 +403,7 @@ def op_unclaim(conn: sqlite3.Connection, ids: Sequence[str], now: float) -> None
 
 def op_sent(
     conn: sqlite3.Connection,
-    rows: Sequence[Row],
+    group: Group,
     now: float,
     *,
     msg_id: str,
@@ -321,10 +416,7 @@ def op_sent(
                balance_after = ?, confirmed = ?, last_error = '', last_code = '',
                {ERASED}
            WHERE id = ?""",  # noqa: S608  (a constant, no input)
-        [
-            (now, msg_id, raw[:2000], r.request.pages * len(r.request.numbers), balance_after, int(confirmed), r.id)
-            for r in rows
-        ],
+        [(now, msg_id, raw[:2000], charge, balance_after, int(confirmed), i) for i, charge in group.charges().items()],
     )
 
 
@@ -571,8 +663,11 @@ class SqliteOutbox:
         window = self.dedupe_window
         return await self.run(lambda c: op_enqueue(c, accepted, time.time(), window, key, usage))
 
-    async def claim(self, account: str, *, combine: bool = True) -> Group:
-        return await self.run(lambda c: op_claim(c, account, time.time(), combine))
+    async def claim(self, account: str, *, combine: bool = True, pacing: Pacing | None = None) -> Group:
+        return await self.run(lambda c: op_claim(c, account, time.time(), combine, pacing))
+
+    async def pace(self, account: str, numbers: Sequence[str], until: float) -> None:
+        await self.run(lambda c: op_pace(c, account, numbers, until))
 
     async def next_due(self, account: str) -> float | None:
         return await self.run(lambda c: op_next_due(c, account))
@@ -584,11 +679,11 @@ class SqliteOutbox:
         await self.run(lambda c: op_mark_sending(c, ids, time.time()))
 
     async def mark_sent(
-        self, rows: Sequence[Row], *, msg_id: str, raw: str, balance_after: float | None, confirmed: bool
+        self, group: Group, *, msg_id: str, raw: str, balance_after: float | None, confirmed: bool
     ) -> None:
         now = time.time()
         await self.run(
-            lambda c: op_sent(c, rows, now, msg_id=msg_id, raw=raw, balance_after=balance_after, confirmed=confirmed)
+            lambda c: op_sent(c, group, now, msg_id=msg_id, raw=raw, balance_after=balance_after, confirmed=confirmed)
         )
 
     async def retry_later(self, schedule: Sequence[tuple[str, float]], *, error: str, code: str, raw: str) -> None:
@@ -636,6 +731,7 @@ class SqliteOutbox:
             op_release_held_notices(conn)
             op_prune_seen(conn, now - window)
             op_prune_usage(conn, now)
+            conn.execute("DELETE FROM pacing WHERE until < ?", (now,))
             return recovered
 
         return await self.run(work)

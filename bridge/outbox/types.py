@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from bridge.encoding import measure
 from bridge.model import SmsRequest
 from bridge.outbox.states import Notice, State
 
@@ -70,6 +71,8 @@ class Delivery:
     balance_after: float | None
     confirmed: bool | None
     notice: Notice
+    #: the id of the row whose SMS carried this one in a digest ("" when it went alone)
+    carrier: str
 
 
 @dataclass(frozen=True)
@@ -94,19 +97,50 @@ class Enqueued:
 
 @dataclass
 class Group:
-    """Rows the dispatcher sends in one provider call (same text, disjoint numbers)."""
+    """Rows the dispatcher sends in one provider call: the same text to disjoint
+    numbers (combined), or several alerts to the same numbers in one text (a digest)."""
 
     rows: list[Row] = field(default_factory=list)
+    #: the digest's text, when the rows are alerts merged into one SMS
+    digest: str | None = None
 
     @property
     def ids(self) -> list[str]:
         return [r.id for r in self.rows]
 
     def request(self) -> SmsRequest:
-        """One provider call for every row: the first row's SMS, with all the rows' numbers."""
-        numbers = tuple(n for r in self.rows for n in r.request.numbers)
+        """One provider call for every row."""
         first = self.rows[0].request
+        if self.digest is not None:
+            size = measure(self.digest)
+            lang = 1 if size.encoding == "gsm7" else (first.lang if first.lang in (2, 3, 4) else 3)
+            return replace(
+                first,
+                text=self.digest,
+                lang=lang,
+                encoding=size.encoding,
+                pages=size.pages,
+                points=size.pages * len(first.numbers),
+            )
+        numbers = tuple(n for r in self.rows for n in r.request.numbers)
         return replace(first, numbers=numbers, points=first.pages * len(numbers))
+
+    def charges(self) -> dict[str, int]:
+        """Points each row is charged: a digest's all on the row that led it."""
+        if self.digest is not None:
+            return {r.id: self.request().points if i == 0 else 0 for i, r in enumerate(self.rows)}
+        return {r.id: r.request.pages * len(r.request.numbers) for r in self.rows}
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How an account spaces SMS to one number, and how large its digests may be."""
+
+    #: seconds between two SMS to the same number (0: no spacing)
+    interval: float = 0.0
+    #: pages a digest may use, by route (routes not listed: ``default_pages``)
+    digest_pages: Mapping[str, int] = field(default_factory=dict)
+    default_pages: int = 6
 
 
 def new_mail_id() -> str:
@@ -129,12 +163,13 @@ class Outbox(Protocol):
     async def enqueue(
         self, accepted: Accepted, key: ImapKey | None = None, usage: Sequence[tuple[str, Any]] = ()
     ) -> Enqueued: ...
-    async def claim(self, account: str, *, combine: bool = True) -> Group: ...
+    async def claim(self, account: str, *, combine: bool = True, pacing: Pacing | None = None) -> Group: ...
+    async def pace(self, account: str, numbers: Sequence[str], until: float) -> None: ...
     async def next_due(self, account: str) -> float | None: ...
     async def counts(self) -> dict[str, int]: ...
     async def mark_sending(self, ids: Sequence[str]) -> None: ...
     async def mark_sent(
-        self, rows: Sequence[Row], *, msg_id: str, raw: str, balance_after: float | None, confirmed: bool
+        self, group: Group, *, msg_id: str, raw: str, balance_after: float | None, confirmed: bool
     ) -> None: ...
     async def retry_later(self, schedule: Sequence[tuple[str, float]], *, error: str, code: str, raw: str) -> None: ...
     async def finish(
