@@ -9,8 +9,8 @@ with another rule. ``bench/storm_bench.py`` runs the same storm with 15 s.
 from __future__ import annotations
 
 import re
-from itertools import pairwise
 from email.message import EmailMessage
+from itertools import pairwise
 from pathlib import Path
 
 from bridge.outbox import State
