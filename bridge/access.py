@@ -87,9 +87,23 @@ def find_client(config: Config, peer: Peer) -> tuple[str, ClientConfig] | None:
         elif peer.mailbox is not None:
             if peer.mailbox in client.mailboxes:
                 return name, client
-        elif not client.user and not client.mailboxes and _in_networks(peer.ip, client.networks):
+        elif not (client.user or client.mailboxes or client.token) and _in_networks(peer.ip, client.networks):
             return name, client
     return None
+
+
+def webhook_client(config: Config, token: str, ip: str | None) -> tuple[str, ClientConfig] | None:
+    """The webhook client whose token this is (and whose networks, if any, hold ``ip``)."""
+    found = None
+    for name, client in config.clients.items():
+        if client.token is None:
+            continue
+        # compared with every client's token, in constant time, so timing says nothing
+        if verify_password(client.token.get_secret_value(), token.encode()) and found is None:
+            found = (name, client)
+    if found is not None and found[1].networks and not _in_networks(ip, found[1].networks):
+        return None
+    return found
 
 
 def auth_offered(config: Config) -> bool:

@@ -1,4 +1,5 @@
-"""The admin endpoint: ``/healthz`` for probes, ``/metrics`` for Prometheus.
+"""The admin endpoint: ``/healthz`` for probes, ``/metrics`` for Prometheus, and the
+alert webhook (``POST /alerts/<route>``, :mod:`bridge.ingress.webhook`).
 
 Off unless ``admin.listen`` is set; meant for loopback or a management
 network, it shows counts and states, never a message, a number or a secret.
@@ -15,6 +16,7 @@ from aiohttp import web
 from bridge.dispatch import Dispatcher
 from bridge.ingress.imap import MailboxWatcher
 from bridge.ingress.smtp import Handler
+from bridge.ingress.webhook import AlertWebhook
 from bridge.notify import Notifier
 from bridge.outbox import Outbox
 
@@ -27,6 +29,7 @@ class Parts:
     notifier: Notifier
     watchers: Sequence[MailboxWatcher]
     stopping: Callable[[], bool]
+    webhook: AlertWebhook
 
 
 def _label(value: str) -> str:
@@ -86,7 +89,8 @@ def build(parts: Parts) -> web.Application:
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
 
-    app = web.Application()
+    app = web.Application(client_max_size=parts.webhook.max_size + 1)
+    app.router.add_post("/alerts/{route}", parts.webhook.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

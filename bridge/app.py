@@ -22,6 +22,7 @@ from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
 from bridge.ingress.imap import MailboxWatcher
 from bridge.ingress.smtp import AuthGuard, ConnectionLimits, Handler, protocol_factory, tls_context
+from bridge.ingress.webhook import AlertWebhook
 from bridge.logs import quiet_noisy_loggers
 from bridge.notify import Notifier
 from bridge.outbox import SqliteOutbox
@@ -148,7 +149,8 @@ async def serve(
         log.info("sms-bridge %s listening on %s", __version__, ", ".join(f"{h}:{p}" for h, p in bound))
         watchers = [MailboxWatcher(box, config, outbox, dispatcher, on_notice=notifier.wake) for box in config.imap]
         if config.admin.listen:
-            parts = admin.Parts(outbox, handler, dispatcher, notifier, watchers, lambda: handler.stopping)
+            webhook = AlertWebhook(config, outbox, dispatcher, lambda: handler.stopping)
+            parts = admin.Parts(outbox, handler, dispatcher, notifier, watchers, lambda: handler.stopping, webhook)
             runner = web.AppRunner(admin.build(parts), access_log=None, handle_signals=False)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
@@ -157,7 +159,7 @@ async def serve(
                 await web.TCPSite(runner, host, port).start()
             except OSError as exc:
                 raise BridgeError(f"cannot listen on {config.admin.listen} (admin): {exc.strerror or exc}") from exc
-            log.info("admin endpoint on http://%s/healthz and /metrics", config.admin.listen)
+            log.info("admin endpoint on http://%s/healthz, /metrics and /alerts/<route>", config.admin.listen)
         dispatch_stop, notify_stop, imap_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             dispatching = tg.create_task(dispatcher.run(dispatch_stop), name="dispatcher")

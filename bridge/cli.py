@@ -371,6 +371,11 @@ def print_row(r: Row) -> None:
     print(f"size:            {q.encoding}, {q.pages} page(s), {q.points} point(s)")
     if q.credentials is not None:
         print("credentials:     from the mail body (held until delivery, then erased)")
+    if d.state == State.SENT:
+        print(f"sent:            {_when(r.updated)}")
+    if d.carrier:
+        lead = "this row's" if d.carrier == r.id else f"row {d.carrier}'s"
+        print(f"carried in:      {lead} SMS, a digest of several alerts to the same numbers")
     if d.provider_msg_id:
         confirmed = "" if d.confirmed is not False else " (handed to the mail relay)"
         print(f"provider id:     {d.provider_msg_id}{confirmed}")

@@ -200,6 +200,8 @@ class ClientConfig(_Model):
     #: envelope senders allowed: ``erp@corp.example`` or ``@corp.example``
     senders: tuple[str, ...] = ()
     mailboxes: tuple[str, ...] = ()
+    #: a bearer token for the alert webhook (``POST /alerts/<route>`` on ``admin.listen``)
+    token: SecretStr | None = None
     #: routes and accounts it may use (default: all)
     routes: tuple[str, ...] | None = None
     accounts: tuple[str, ...] | None = None
@@ -547,10 +549,14 @@ def _cross_check(config: Config) -> list[Problem]:
     box_names = {box.label() for box in config.imap}
     for name, client in config.clients.items():
         path = f"clients.{name}"
-        if not (client.user or client.networks or client.mailboxes):
-            problems.append(Problem(path, "give user, networks or mailboxes: how this client is recognised"))
-        if client.user and client.mailboxes:
-            problems.append(Problem(path, "a client is an SMTP login (user) or IMAP mailboxes, not both"))
+        if not (client.user or client.networks or client.mailboxes or client.token):
+            problems.append(Problem(path, "give user, networks, mailboxes or token: how this client is recognised"))
+        if sum(map(bool, (client.user, client.mailboxes, client.token))) > 1:
+            problems.append(
+                Problem(path, "a client is one of: an SMTP login (user), IMAP mailboxes, or a webhook token")
+            )
+        if client.token is not None and len(client.token.get_secret_value()) < 16:
+            problems.append(Problem(f"{path}.token", "is too short; use 16 characters or more (openssl rand -hex 24)"))
         if client.user and client.password is None:
             problems.append(Problem(f"{path}.password", "is required with user"))
         if client.password is not None and not client.user:

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from bridge.config import Config
 from bridge.formats import address, kwtsms
+from bridge.formats.alerts import AlertMail
 from bridge.model import Draft, InboundMail, Problem, SmsRequest, Verdict
 from bridge.routing import route_for
 from bridge.validate import validate
@@ -13,8 +14,9 @@ from bridge.validate import validate
 DEFAULT_ADDRESS_PAGES = 1
 
 
-def decide(mail: InboundMail, config: Config) -> Verdict:
-    """Every SMS ``mail`` asks for, or every problem with it."""
+def decide(mail: InboundMail, config: Config, found: AlertMail | None = None) -> Verdict:
+    """Every SMS ``mail`` asks for, or every problem with it. ``found``: alerts already
+    read (from a webhook), used instead of reading the mail with the route's profile."""
     problems: list[Problem] = []
     warnings: list[str] = list(mail.notes)
     requests: list[SmsRequest] = []
@@ -22,11 +24,11 @@ def decide(mail: InboundMail, config: Config) -> Verdict:
         problems.append(Problem("recipient", "the mail has no recipient"))
     by_route: dict[str, list[str]] = {}
     for rcpt in mail.rcpt_tos:
-        found = route_for(rcpt, config)
-        if found is None:
+        served = route_for(rcpt, config)
+        if served is None:
             problems.append(Problem("recipient", f"{rcpt} is not an address this bridge serves"))
         else:
-            by_route.setdefault(found[0], []).append(rcpt)
+            by_route.setdefault(served[0], []).append(rcpt)
     for name, rcpts in by_route.items():
         route = config.routes[name]
         account = config.accounts[route.account]
@@ -49,6 +51,7 @@ def decide(mail: InboundMail, config: Config) -> Verdict:
                 max_pages=route.max_pages or DEFAULT_ADDRESS_PAGES,
                 profile=route.profile,
                 digest=route.digests(),
+                found=found,
             )
         outcome = validate(draft, account_name=route.account, account=account, route=route, numbers=config.numbers)
         problems.extend(outcome.problems)

@@ -28,7 +28,8 @@ sent), ``http503`` (unavailable, nothing sent) and ``slow`` (sent, the reply
 held back). Arm them with
 ``POST /_sim/faults {"fault": "drop", "count": 1}`` or ``--fault``.
 ``GET /_sim/messages`` lists what was delivered, ``GET /_sim/requests`` every
-request as received, ``POST /_sim/reset`` forgets both.
+request as received, ``GET /_sim/refusals`` the error replies given by code,
+``POST /_sim/reset`` forgets them.
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ class Simulator:
         app.router.add_route("*", "/ap/static/api/{script}", self.opentech_handler)
         app.router.add_get("/_sim/messages", self.messages_handler)
         app.router.add_get("/_sim/requests", self.requests_handler)
+        app.router.add_get("/_sim/refusals", self.refusals_handler)
         app.router.add_post("/_sim/faults", self.faults_handler)
         app.router.add_post("/_sim/reset", self.reset_handler)
         return app
@@ -254,6 +256,9 @@ class Simulator:
     async def requests_handler(self, request: web.Request) -> web.Response:
         return web.json_response(self.requests)
 
+    async def refusals_handler(self, request: web.Request) -> web.Response:
+        return web.json_response(self.refusals)
+
     async def faults_handler(self, request: web.Request) -> web.Response:
         data = await request.json()
         try:
@@ -265,6 +270,7 @@ class Simulator:
     async def reset_handler(self, request: web.Request) -> web.Response:
         self.delivered.clear()
         self.requests.clear()
+        self.refusals.clear()
         self.faults.clear()
         self.last_sent.clear()
         self.hits.clear()

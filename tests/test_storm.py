@@ -13,8 +13,19 @@ from email.message import EmailMessage
 from itertools import pairwise
 from pathlib import Path
 
+import yaml
+
 from bridge.outbox import State
-from tests.helpers import eventually, mail, make_config, running_bridge, running_simulator, submit
+from tests.helpers import (
+    config_data,
+    eventually,
+    mail,
+    make_config,
+    run_cli,
+    running_bridge,
+    running_simulator,
+    submit,
+)
 
 WINDOW = 1.5
 K1, K2 = "96597119440", "96566074414"
@@ -57,6 +68,13 @@ async def test_a_storm_to_an_alias_reaches_each_phone_in_few_sms_without_err028(
         lead = by_id[row.delivery.carrier]
         assert row.delivery.provider_msg_id == lead.delivery.provider_msg_id != ""
     assert sum(r.delivery.points_charged or 0 for r in rows) == sum(d.points for d in sim.delivered)
+    follower = next(r for r in carried if r.delivery.carrier != r.id)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config_data(tmp_path, "http://127.0.0.1:9", account={"repeat_interval": WINDOW})))
+    code, shown = await run_cli("queue", "-c", str(path), "show", follower.id)
+    assert code == 0
+    assert f"carried in:      row {follower.delivery.carrier}'s SMS" in shown
+    assert f"provider id:     {follower.delivery.provider_msg_id}" in shown
 
 
 async def test_a_paced_number_does_not_hold_up_other_numbers(tmp_path: Path) -> None:

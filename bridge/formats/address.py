@@ -37,6 +37,7 @@ def parse(
     max_pages: int,
     profile: alerts.ProfileName = "auto",
     digest: bool = False,
+    found: alerts.AlertMail | None = None,
 ) -> Draft:
     numbers: list[str] = []
     problems: list[Problem] = []
@@ -49,7 +50,7 @@ def parse(
             numbers.append(local)
         else:
             problems.append(Problem("recipient", f"{rcpt}: {local!r} is neither a phone number nor a known alias"))
-    found = alerts.read(mail, profile)
+    found = found or alerts.read(mail, profile)
     warnings: list[str] = []
     if not found.recognised:
         warnings.append("alert: no alert profile recognised this mail; the SMS is its subject (generic profile)")

@@ -392,3 +392,51 @@ def read(mail: InboundMail, profile: ProfileName = "auto") -> AlertMail:
         if found is not None and found.alerts:
             return found
     return generic(mail)
+
+
+# -- webhooks ----------------------------------------------------------------------
+
+
+class WebhookError(ValueError):
+    """A webhook body that is not an Alertmanager or Grafana notification; says what is wrong."""
+
+
+def _strings(value: object, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WebhookError(f"{where}: must be an object of names and values")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def from_webhook(payload: object) -> tuple[AlertMail, str]:
+    """An Alertmanager or Grafana webhook notification (JSON, already decoded) → its alerts
+    and a title. Both send ``{"status", "alerts": [{"status", "labels", "annotations"}], ...}``;
+    Grafana adds ``orgId``, ``title`` and ``message``."""
+    if not isinstance(payload, dict):
+        raise WebhookError("the body must be a JSON object (an Alertmanager or Grafana webhook notification)")
+    items = payload.get("alerts")
+    if not isinstance(items, list):
+        raise WebhookError("alerts: missing, or not a list")
+    if not items:
+        raise WebhookError("alerts: the list is empty; there is nothing to send")
+    profile = "grafana" if "orgId" in payload or "title" in payload else "alertmanager"
+    group_status = str(payload.get("status", "firing")).upper()
+    found: list[Alert] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise WebhookError(f"alerts.{i}: must be an object")
+        labels = _strings(item.get("labels"), f"alerts.{i}.labels")
+        annotations = _strings(item.get("annotations"), f"alerts.{i}.annotations")
+        name = labels.get("alertname") or labels.get("__alert_rule_title__") or ""
+        if not name:
+            raise WebhookError(f"alerts.{i}.labels: no alertname")
+        summary = next((annotations[a] for a in _SUMMARY_ANNOTATIONS if annotations.get(a)), "")
+        state = str(item.get("status") or group_status).upper()
+        found.append(
+            Alert(state=state, severity=labels.get("severity", ""), host=_host(labels), name=name, summary=summary)
+        )
+    truncated = payload.get("truncatedAlerts", 0)
+    extra = truncated if isinstance(truncated, int) and truncated > 0 else 0
+    title = str(payload.get("title") or f"[{group_status}:{len(found) + extra}] {found[0].name}")
+    return AlertMail(profile, tuple(found), len(found) + extra, True), title
