@@ -20,6 +20,7 @@ Dingbats blocks. Routes choose to strip them (with a warning) or reject.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from bridge.model import Encoding
@@ -176,12 +177,22 @@ GSM_LOOKALIKES = {
 _LOOKALIKE_TABLE = str.maketrans(GSM_LOOKALIKES)
 
 
+def _plain_letter(ch: str) -> str:
+    """``ê`` → ``e``, ``ﬁ`` → ``fi``, ``Ａ`` → ``A``: the compatibility decomposition
+    without its accents, when that is GSM-7; else ``ch`` itself."""
+    if ch in GSM7_BASIC or ch in GSM7_EXTENSION:
+        return ch
+    base = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+    return base if base and is_gsm7(base) else ch
+
+
 def fold_to_gsm(text: str) -> tuple[str, list[str]]:
-    """``text`` with typographic characters replaced by GSM-7 look-alikes, and the
-    characters replaced, when that makes the whole text GSM-7; else ``text`` as it is."""
+    """``text`` with typographic characters replaced by GSM-7 look-alikes (and accented
+    Latin letters by their plain ones), and the characters replaced, when that makes the
+    whole text GSM-7; else ``text`` as it is (Arabic stays Arabic)."""
     if is_gsm7(text):
         return text, []
-    folded = text.translate(_LOOKALIKE_TABLE)
+    folded = "".join(_plain_letter(ch) for ch in text.translate(_LOOKALIKE_TABLE))
     if not is_gsm7(folded):
         return text, []
-    return folded, [ch for ch in dict.fromkeys(text) if ch in GSM_LOOKALIKES]
+    return folded, [ch for ch in dict.fromkeys(text) if ch not in GSM7_BASIC and ch not in GSM7_EXTENSION]

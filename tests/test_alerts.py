@@ -104,6 +104,7 @@ def test_typographic_punctuation_is_folded_only_when_that_keeps_gsm7() -> None:
     )
     assert fold_to_gsm("الخادم – متوقف") == ("الخادم – متوقف", [])  # Arabic stays Arabic
     assert fold_to_gsm("plain") == ("plain", [])
+    assert fold_to_gsm("Serviço indisponível – São Paulo") == ("Servico indisponivel - Sao Paulo", ["ç", "í", "–", "ã"])
 
 
 def test_arabic_alert_stays_arabic(config: Config) -> None:
@@ -176,3 +177,23 @@ def test_a_resolution_travels_with_its_problem() -> None:
     ]
     result = plan(waiting, 1)
     assert result.ids[:2] == ("p", "r")
+
+
+def test_a_route_template_uses_the_extracted_fields(config: Config) -> None:
+    route = config.routes["alerts"].model_copy(update={"template": "{state}/{severity}/{host}/{name}/{count}"})
+    custom = config.model_copy(update={"routes": {**config.routes, "alerts": route}})
+    (request,) = decide(read("zabbix_problem_base64.eml"), custom).requests
+    assert request.text == "PROBLEM/Average/db01/Disk space is low (used > 90%)/1"
+
+
+def test_a_template_naming_an_unknown_field_is_a_config_error() -> None:
+    from bridge.config import ConfigError, load_text
+
+    text = """
+accounts: {a: {provider: opentech-http, uid: "1", username: u, password: p}}
+routes: {r: {format: address, account: a, domain: x.test, template: "{state} {hostname}"}}
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_text(text, env={})
+    assert [p.field for p in caught.value.problems] == ["routes.r.template"]
+    assert "unknown field {hostname}" in caught.value.problems[0].message
