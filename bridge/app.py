@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -17,15 +18,17 @@ import httpx
 from aiohttp import web
 
 from bridge import __version__, admin
+from bridge.aio import wait_any
 from bridge.config import Config, parse_host_port
+from bridge.config import warnings as config_warnings
 from bridge.dispatch import Dispatcher
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, OutboxError
 from bridge.ingress.imap import MailboxWatcher
 from bridge.ingress.smtp import AuthGuard, ConnectionLimits, Handler, protocol_factory, tls_context
 from bridge.ingress.webhook import AlertWebhook
 from bridge.logs import quiet_noisy_loggers
 from bridge.notify import Notifier
-from bridge.outbox import SqliteOutbox
+from bridge.outbox import Outbox, SqliteOutbox
 from bridge.providers import Provider, RateLimiter, build
 from bridge.simulator import Simulator
 
@@ -97,6 +100,19 @@ async def _bind(config: Config, handler: Handler, limits: ConnectionLimits, guar
     return servers
 
 
+async def housekeeping(config: Config, outbox: Outbox, stop: asyncio.Event) -> None:
+    """Once an hour: forget final messages (and their history) older than ``queue.keep_days``."""
+    while not stop.is_set():
+        try:
+            pruned = await outbox.prune(time.time() - config.queue.keep_days * 86400)
+        except OutboxError as exc:
+            log.warning("pruning old messages failed (%s); trying again in an hour", exc)
+        else:
+            if pruned:
+                log.info("pruned %d message(s) final for more than %g days", pruned, config.queue.keep_days)
+        await wait_any(stop, seconds=3600)
+
+
 async def serve(
     config: Config,
     *,
@@ -126,6 +142,8 @@ async def serve(
             SqliteOutbox(config.queue.path, dedupe_window=config.queue.dedupe_window)
         )
         at_least_once = [n for n, a in config.accounts.items() if a.at_least_once]
+        for warning in config_warnings(config):
+            log.warning("%s", warning)
         recovered = await outbox.start_up(at_least_once=at_least_once)
         balances = await outbox.balances()
         if any(recovered.values()):
@@ -164,6 +182,7 @@ async def serve(
         async with asyncio.TaskGroup() as tg:
             dispatching = tg.create_task(dispatcher.run(dispatch_stop), name="dispatcher")
             tg.create_task(notifier.run(notify_stop), name="notifier")
+            tg.create_task(housekeeping(config, outbox, notify_stop), name="housekeeping")
             for watcher in watchers:
                 tg.create_task(watcher.run(imap_stop), name=f"imap-{watcher.label}")
             notify_systemd("READY=1")

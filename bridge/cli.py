@@ -18,12 +18,13 @@ from typing import Any
 
 from bridge import __version__
 from bridge.config import Config, RouteConfig, load, parse_host_port
+from bridge.config import warnings as config_warnings
 from bridge.errors import AmbiguousDelivery, BridgeError, ConfigError, DeliveryError, TransientDelivery
 from bridge.intake import decide
 from bridge.logs import setup_logging
 from bridge.mail import parse_mail
 from bridge.model import Draft, Problem, SmsRequest, Verdict
-from bridge.outbox import Notice, Row, State
+from bridge.outbox import Event, Notice, Row, State
 from bridge.providers import Provider, Sent, chunks
 from bridge.validate import validate
 
@@ -47,6 +48,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             serves = (serves + ", " if serves else "") + f"<number or alias>@{route.domain}"
         account = config.accounts[route.account]
         print(f"  route {name}: {route.format} format, {serves} → account {route.account} ({account.provider})")
+    for warning in config_warnings(config):
+        print(f"warning: {warning}")
     return 0
 
 
@@ -354,7 +357,7 @@ def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def print_row(r: Row) -> None:
+def print_row(r: Row, history: Sequence[Event] = ()) -> None:
     """``queue show``: everything about one SMS."""
     o, q, d = r.origin, r.request, r.delivery
     print(f"id:              {r.id}")
@@ -388,10 +391,20 @@ def print_row(r: Row) -> None:
         print(f"provider reply:  {d.provider_reply[:300]}")
     if d.notice != Notice.NONE:
         print(f"failure notice:  {d.notice}")
+    if d.operator != Notice.NONE:
+        print(f"operator notice: {d.operator}")
+    for warning in o.warnings:
+        print(f"warning:         {warning}")
+    if history:
+        print("history:")
+        for event in history:
+            actor = f" (by {event.actor})" if event.actor else ""
+            print(f"  {_when(event.at)}  {event.event}{actor}: {event.detail}")
     print()
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
+    import getpass  # noqa: PLC0415
     import time  # noqa: PLC0415
 
     from bridge import outbox  # noqa: PLC0415
@@ -422,14 +435,18 @@ def cmd_queue(args: argparse.Namespace) -> int:
                 print(f"sms-bridge: no message {args.id}", file=sys.stderr)
                 return 1
             for r in rows:
-                print_row(r)
+                print_row(r, outbox.op_history(conn, r.id))
             return 0
+        actor = f"cli:{getpass.getuser()}"
         conn.execute("BEGIN IMMEDIATE")
         if args.action == "retry":
-            ids = outbox.op_requeue(conn, args.id, time.time())
+            ids = outbox.op_requeue(conn, args.id, time.time(), actor)
             verb, hint = "queued again", "only failed, unknown, expired or cancelled messages can be retried"
+        elif args.action == "not-sent":
+            ids = outbox.op_mark_not_sent(conn, args.id, time.time(), actor)
+            verb, hint = "marked as not sent", "only unknown messages (may or may not have been sent) can be marked"
         else:
-            ids = outbox.op_cancel(conn, args.id, time.time())
+            ids = outbox.op_cancel(conn, args.id, time.time(), actor)
             verb, hint = "cancelled", "only queued messages can be cancelled"
         conn.execute("COMMIT")
         if not ids:
@@ -507,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("show", "everything about one message"),
         ("retry", "send a failed, unknown, expired or cancelled message again"),
         ("cancel", "do not send a queued message"),
+        ("not-sent", "an unknown message the provider's records show was not sent: mark it failed"),
     ):
         q = qsub.add_parser(action, help=text)
         q.add_argument("id", help="the id from the 250 reply or queue list")

@@ -137,8 +137,12 @@ class NotifyConfig(_Model):
     password: SecretStr | None = None
     #: the From: of failure notices (the envelope sender is always <>)
     sender: str = "mailer-daemon@sms-bridge.invalid"
-    #: where balance warnings are mailed (none: only logged)
+    #: where balance warnings, unknown outcomes and failures nobody else can be told of are mailed
     operator: str | None = None
+    #: seconds between two mails to the operator; what happens meanwhile is listed in the next one
+    operator_interval: float = Field(default=300.0, ge=0)
+    #: seconds the first event waits for others, so that a burst goes in one mail
+    operator_gather: float = Field(default=30.0, ge=0)
 
     @field_validator("smarthost")
     @classmethod
@@ -151,6 +155,8 @@ class QueueConfig(_Model):
     #: a mail resubmitted with the same Message-ID, sender and body within this
     #: many seconds (a client retrying after a lost reply) is not queued again
     dedupe_window: float = Field(default=86400.0, ge=0)
+    #: days a message that reached a final state (and its history) is kept
+    keep_days: float = Field(default=30.0, gt=0)
 
 
 class NumbersConfig(_Model):
@@ -599,6 +605,23 @@ def _cross_check(config: Config) -> list[Problem]:
             if result.problem:
                 problems.append(Problem(f"aliases.{alias}.{i}", result.problem))
     return problems
+
+
+def warnings(config: Config) -> list[str]:
+    """What works but will surprise an operator later: said by ``check-config`` and at start-up."""
+    out = []
+    if config.notify.smarthost is None:
+        out.append(
+            "notify.smarthost is not set: failures after a mail was accepted (provider refusals, expiries, "
+            "SMS that may or may not have been sent) are only logged, and no sender or operator is told; "
+            "set notify.smarthost (and notify.operator) to mail them"
+        )
+    elif config.notify.operator is None:
+        out.append(
+            "notify.operator is not set: SMS that may or may not have been sent, and failures of mail with no "
+            "address to answer (webhooks, <>), are only logged; set notify.operator to mail them to someone"
+        )
+    return out
 
 
 def load_text(text: str, *, env: Mapping[str, str] | None = None, source: str = "config") -> Config:

@@ -26,7 +26,7 @@ from bridge.aio import wait_any
 from bridge.config import Config
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
 from bridge.model import SmsRequest
-from bridge.outbox import NOTIFIED, Group, Notice, Outbox, Pacing, Row, State
+from bridge.outbox import MAYBE_SENT, NOTIFIED, REFUSED, Group, Notice, Outbox, Pacing, Row, State
 from bridge.phone import mask
 from bridge.providers import Provider, Sent
 
@@ -216,7 +216,11 @@ class Dispatcher:
         if sent.balance_after is not None:
             await self._record_balance(rows[0].request.account, sent.balance_after)
         await self.outbox.mark_sent(
-            group, msg_id=sent.message_id, raw=sent.raw, balance_after=sent.balance_after, confirmed=sent.confirmed
+            group,
+            msg_id=sent.message_id,
+            raw=self._masked(rows[0].request.account, sent.raw),
+            balance_after=sent.balance_after,
+            confirmed=sent.confirmed,
         )
         digest = f" digest={rows[0].id}({len(rows)} alerts)" if group.digest is not None else ""
         for row in rows:
@@ -251,22 +255,34 @@ class Dispatcher:
         retry = [r for r in rows if r not in expired]
         schedule = [(r.id, when[r.id]) for r in retry]
         if schedule:
-            await self.outbox.retry_later(schedule, error=exc.reason, code=exc.code, raw=exc.raw)
+            raw = self._masked(rows[0].request.account, exc.raw)
+            await self.outbox.retry_later(schedule, error=exc.reason, code=exc.code, raw=raw)
         for row in retry:
             log.info("retry id=%s in %.0fs attempts=%d: %s", row.id, when[row.id] - now, row.delivery.attempts + 1, exc)
         if retry:
             self._report(retry, Outcome("queued", str(exc), exc.code))
         if expired:
             reason = f"not sent within {self.config.dispatch.max_age:.0f} s; last error: {exc.reason}"
+            if isinstance(exc, AmbiguousDelivery):
+                reason += " " + MAYBE_SENT
             await self._finish(expired, State.EXPIRED, PermanentDelivery(reason, code=exc.code, raw=exc.raw))
+
+    def _masked(self, account: str, text: str) -> str:
+        """A provider's reply as stored and shown: the account's password never in it."""
+        password = self.config.accounts[account].password
+        secret = password.get_secret_value() if password else ""
+        return text.replace(secret, "***") if len(secret) >= 3 else text
 
     async def _finish(self, rows: list[Row], state: State, exc: DeliveryError) -> None:
         outcome = Outcome(state, exc.reason, exc.code)
         waiting = self._report(rows, outcome)
-        # A waiting SMTP session decides whether the sender hears of it by 550 or by notice.
-        notice = (Notice.HELD if waiting else Notice.PENDING) if state in NOTIFIED else Notice.NONE
+        # A waiting SMTP session decides whether the sender hears of a refusal by 550 or by notice.
+        notice = Notice.NONE
+        if state in NOTIFIED:
+            notice = Notice.HELD if waiting and state in REFUSED else Notice.PENDING
         ids = [r.id for r in rows]
-        await self.outbox.finish(ids, state=state, error=exc.reason, code=exc.code, raw=exc.raw, notice=notice)
+        raw = self._masked(rows[0].request.account, exc.raw)
+        await self.outbox.finish(ids, state=state, error=exc.reason, code=exc.code, raw=raw, notice=notice)
         for row in rows:
             log.warning(
                 "%s id=%s account=%s attempts=%d: %s",

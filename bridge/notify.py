@@ -23,7 +23,8 @@ import aiosmtplib
 
 from bridge.aio import wait_any
 from bridge.config import Config, parse_host_port
-from bridge.outbox import Notice, Outbox, RejectionRow, Row, State
+from bridge.outbox import MAYBE_SENT, UNANSWERABLE, Notice, Outbox, RejectionRow, Row, State
+from bridge.phone import mask
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.notify")
@@ -31,7 +32,15 @@ log = logging.getLogger("bridge.notify")
 WHY = {
     State.FAILED: "could not be sent as SMS",
     State.EXPIRED: "could not be sent as SMS in time and was given up",
+    State.UNKNOWN: "may or may not have been sent as SMS",
 }
+UNKNOWN_EXPLAINED = (
+    "The provider did not confirm this SMS: the request may have reached it, so the SMS\n"
+    "may or may not have been sent. It was not resent automatically, because a second\n"
+    "try could deliver it, and charge for it, twice. The operator can check the\n"
+    "provider's records and send it again (sms-bridge queue retry {id}) or mark it as\n"
+    "not sent.\n"
+)
 
 
 def _fields(pairs: list[tuple[str, str]]) -> Message:
@@ -90,6 +99,11 @@ def build_notice(row: Row, config: Config) -> MIMEMultipart:
     origin, request, delivery = row.origin, row.request, row.delivery
     reason = delivery.last_error or "the provider refused it"
     code = f" ({delivery.last_code})" if delivery.last_code else ""
+    warned = "".join(f"  Warning:    {w}\n" for w in origin.warnings)
+    if delivery.state == State.UNKNOWN or delivery.last_error.endswith(MAYBE_SENT):
+        after = UNKNOWN_EXPLAINED.format(id=row.id)
+    else:
+        after = "Nothing was charged for this SMS. Correct the problem and send the mail again.\n"
     human = (
         f"Your message {WHY.get(delivery.state, 'could not be sent as SMS')}.\n\n"
         f"  Reason:     {reason}{code}\n"
@@ -98,14 +112,15 @@ def build_notice(row: Row, config: Config) -> MIMEMultipart:
         f"  Text:       {request.text}\n"
         f"  Subject:    {origin.subject or '(none)'}\n"
         f"  Message-ID: {origin.message_id or '(none)'}\n"
-        f"  Bridge id:  {row.id} (attempts: {delivery.attempts})\n\n"
-        "Nothing was charged for this SMS. Correct the problem and send the mail again.\n"
+        f"  Bridge id:  {row.id} (attempts: {delivery.attempts})\n"
+        f"{warned}\n"
+        f"{after}"
         "This notice was written by sms-bridge; replies to it are not read.\n"
     )
     return build_dsn(
         config,
         to=origin.mail_from,
-        subject=f"SMS not sent: {reason}",
+        subject=f"SMS {'may not have been' if delivery.state == State.UNKNOWN else 'not'} sent: {reason}",
         human=human,
         status="5.0.0",
         diagnostic=f"{delivery.last_code + ' ' if delivery.last_code else ''}{reason}",
@@ -143,6 +158,56 @@ def build_rejection_notice(rejection: RejectionRow, config: Config) -> MIMEMulti
     )
 
 
+def build_operator_mail(rows: list[Row], rejections: list[RejectionRow], config: Config) -> EmailMessage:
+    """One mail to the operator listing every message that needs a person (pure)."""
+    unknown = [r for r in rows if r.delivery.state == State.UNKNOWN or r.delivery.last_error.endswith(MAYBE_SENT)]
+    others = [r for r in rows if r not in unknown]
+    lines: list[str] = []
+    if unknown:
+        lines += [
+            f"{len(unknown)} SMS may or may not have been sent. The provider did not confirm them, and",
+            "they were not resent, because a second try could deliver and charge twice. Check the",
+            "provider's records, then `sms-bridge queue retry ID` or mark them as not sent",
+            "(the status page, or `sms-bridge queue not-sent ID`).",
+            "",
+            *(_operator_line(r) for r in unknown),
+            "",
+        ]
+    if others:
+        lines += [
+            f"{len(others)} SMS failed, and their mail had no address to tell (a webhook, <>, the bridge):",
+            "",
+            *(_operator_line(r) for r in others),
+            "",
+        ]
+    if rejections:
+        lines += [f"{len(rejections)} mail(s) were refused and their sender could not be told:", ""]
+        for rejection in rejections:
+            problems = "; ".join(f"{f}: {m}" for f, m in rejection.problems)
+            lines.append(f"  {rejection.id}  from {rejection.origin.mail_from or '<>'}  {problems}")
+        lines.append("")
+    lines.append("This mail was written by sms-bridge; `sms-bridge queue show ID` has each message's history.")
+    message = EmailMessage()
+    message["From"] = f"SMS bridge <{config.notify.sender}>"
+    message["To"] = config.notify.operator or ""
+    total = len(rows) + len(rejections)
+    maybe = f", {len(unknown)} may or may not have been sent" if unknown else ""
+    message["Subject"] = f"sms-bridge: {total} message(s) need attention{maybe}"
+    message["Date"] = formatdate(localtime=False)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+def _operator_line(row: Row) -> str:
+    numbers = ", ".join(mask(n) for n in row.request.numbers[:3]) + (" ..." if len(row.request.numbers) > 3 else "")
+    code = f"{row.delivery.last_code} " if row.delivery.last_code else ""
+    return (
+        f"  {row.id}  {row.delivery.state}  account {row.request.account}  {numbers}  "
+        f"from {row.origin.mail_from or row.origin.via}: {code}{row.delivery.last_error}"
+    )
+
+
 def should_not_answer(mail_from: str, auto_submitted: str, config: Config, own: tuple[str, ...] = ()) -> str | None:
     """Why no notice may go to ``mail_from`` (loops, null senders), or None."""
     sender = mail_from.strip().strip("<>").lower()
@@ -167,16 +232,26 @@ class Notifier:
         self._wake = asyncio.Event()
         self._retry_at: dict[str, float] = {}
         self._background: list[asyncio.Future[None]] = []
+        self._operator_next = 0.0
+        self._operator_first: float | None = None
+        self._next_wake: float | None = None
         self.sent = 0
+        self.operator_mails = 0
 
     def wake(self) -> None:
         self._wake.set()
 
+    def _wake_at(self, when: float) -> None:
+        """Look again at ``when`` (monotonic) rather than after the usual 10 s."""
+        self._next_wake = when if self._next_wake is None else min(self._next_wake, when)
+
     def _skip_reason(self, mail_from: str) -> str | None:
         reason = should_not_answer(mail_from, "", self.config)
-        if reason is None and self.config.notify.smarthost is None:
+        if reason is not None:
+            return f"{UNANSWERABLE}: {reason}"
+        if self.config.notify.smarthost is None:
             return "notify.smarthost is not configured"
-        return reason
+        return None
 
     async def _send(self, message: Message, to: str) -> None:
         settings = self.config.notify
@@ -220,8 +295,8 @@ class Notifier:
         else:
             log.info("balance warning sent to %s", operator)
 
-    async def _mark(self, row_id: str, notice: Notice) -> None:
-        await self.outbox.set_notice([row_id], notice)
+    async def _mark(self, row_id: str, notice: Notice, detail: str) -> None:
+        await self.outbox.set_notice([row_id], notice, detail)
 
     async def _deliver(
         self,
@@ -229,7 +304,7 @@ class Notifier:
         ident: str,
         mail_from: str,
         build: Callable[[], Message],
-        mark: Callable[[str, Notice], Awaitable[None]],
+        mark: Callable[[str, Notice, str], Awaitable[None]],
         now: float,
     ) -> bool:
         """One pending notice: skipped (and why), sent, or left for a retry in 60 s."""
@@ -238,7 +313,7 @@ class Notifier:
         skip = self._skip_reason(mail_from)
         if skip is not None:
             log.warning("%s id=%s not mailed (%s)", kind, ident, skip)
-            await mark(ident, Notice.SKIPPED)
+            await mark(ident, Notice.SKIPPED, skip)
             return False
         try:
             await self._send(build(), mail_from)
@@ -248,7 +323,7 @@ class Notifier:
                 "%s id=%s to %s not sent yet (%s); retrying in 60 s", kind, ident, mail_from, type(exc).__name__
             )
             return False
-        await mark(ident, Notice.SENT)
+        await mark(ident, Notice.SENT, f"mailed to {mail_from}")
         self._retry_at.pop(ident, None)
         log.info("%s id=%s sent to %s", kind, ident, mail_from)
         return True
@@ -266,16 +341,57 @@ class Notifier:
                 "rejection notice", rejection.id, rejection.origin.mail_from, build, self._mark_rejection, now
             )
         self.sent += sent
+        sent += await self._operator_batch(now)
         return sent
 
-    async def _mark_rejection(self, rejection_id: str, notice: Notice) -> None:
+    async def _operator_batch(self, now: float) -> int:
+        """One mail to ``notify.operator`` listing everything pending for it, at most
+        one every ``notify.operator_interval`` seconds; 1 if it was sent."""
+        rows, rejections = await self.outbox.pending_operator()
+        if not rows and not rejections:
+            return 0
+        settings = self.config.notify
+        ids, rejection_ids = [r.id for r in rows], [r.id for r in rejections]
+        if not settings.operator or settings.smarthost is None:
+            missing = "notify.smarthost" if settings.smarthost is None else "notify.operator"
+            for row in rows:
+                log.warning("operator not told of %s id=%s (%s is not configured)", row.delivery.state, row.id, missing)
+            for rejection in rejections:
+                log.warning("operator not told of refused id=%s (%s is not configured)", rejection.id, missing)
+            await self.outbox.set_operator(ids, rejection_ids, Notice.SKIPPED)
+            return 0
+        if self._operator_first is None:
+            self._operator_first = now
+        if now < max(self._operator_next, self._operator_first + settings.operator_gather):
+            self._wake_at(max(self._operator_next, self._operator_first + settings.operator_gather))
+            return 0
+        try:
+            await self._send(build_operator_mail(rows, rejections, self.config), settings.operator)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            self._operator_next = now + 60
+            log.warning(
+                "operator mail to %s not sent yet (%s); retrying in 60 s", settings.operator, type(exc).__name__
+            )
+            return 0
+        await self.outbox.set_operator(ids, rejection_ids, Notice.SENT)
+        self._operator_next = now + settings.operator_interval
+        self._operator_first = None
+        self.operator_mails += 1
+        log.info(
+            "operator mail sent to %s: %d message(s), %d refusal(s)", settings.operator, len(rows), len(rejections)
+        )
+        return 1
+
+    async def _mark_rejection(self, rejection_id: str, notice: Notice, detail: str) -> None:
         await self.outbox.set_rejection_notice([rejection_id], notice)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
+            self._next_wake = None
             await self.run_once()
-            await wait_any(self._wake, stop, seconds=10)
+            pause = 10.0 if self._next_wake is None else min(10.0, max(self._next_wake - time.monotonic(), 0.05))
+            await wait_any(self._wake, stop, seconds=pause)
             self._background = [f for f in self._background if not f.done()]
         if self._background:
             await asyncio.wait(self._background, timeout=10)

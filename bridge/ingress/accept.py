@@ -83,6 +83,8 @@ async def admit(
         subject=mail.subject,
         requests=verdict.requests,
         fingerprint=fingerprint,
+        client=client_name,
+        warnings=verdict.warnings,
     )
     try:
         enqueued = await outbox.enqueue(accepted, key, usage_scopes(client_name, client, config, verdict.requests))
@@ -100,16 +102,19 @@ async def admit(
             mail.message_id,
         )
         return Admission("duplicate", enqueued)
+    warned = f" warnings={'; '.join(verdict.warnings)!r}" if verdict.warnings else ""
     for request in verdict.requests:
         log.info(
-            "queued id=%s via=%s from=%s route=%s numbers=%s pages=%d points=%d",
+            "queued id=%s via=%s client=%s from=%s route=%s numbers=%s pages=%d points=%d%s",
             enqueued.mail_id,
             via,
+            client_name,
             mail.mail_from,
             request.route,
             numbers_for_log(request.numbers),
             request.pages,
             request.points,
+            warned,
         )
     for account in dict.fromkeys(r.account for r in verdict.requests):
         dispatcher.wake(account)

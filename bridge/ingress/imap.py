@@ -394,6 +394,7 @@ class MailboxWatcher:
             subject=mail.subject,
             problems=tuple((p.field, p.message) for p in problems),
             notify=skip is None,
+            warnings=tuple(mail.notes),
         )
         rejection_id = await self.outbox.reject(rejection, key)
         log.info(

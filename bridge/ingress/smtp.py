@@ -51,7 +51,7 @@ from bridge.dispatch import Dispatcher, Outcome
 from bridge.ingress.accept import admit
 from bridge.intake import decide
 from bridge.mail import parse_mail
-from bridge.outbox import NOTIFIED, Notice, Outbox, State
+from bridge.outbox import REFUSED, Notice, Outbox, State
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.smtp")
@@ -330,7 +330,7 @@ class Handler:
 
     async def _delivered_reply(self, mail_id: str, ids: tuple[str, ...], outcomes: dict[str, Outcome] | None) -> str:
         """``ack: delivered``: the sender learns the outcome of the first attempt."""
-        held = [i for i, o in (outcomes or {}).items() if o.state in NOTIFIED]
+        held = [i for i, o in (outcomes or {}).items() if o.state in REFUSED]
         if outcomes is not None and len(held) == len(ids):
             await self.outbox.set_notice(held, Notice.REPLIED)
             reasons = sorted({f"{o.code + ' ' if o.code else ''}{o.reason}" for o in outcomes.values()})

@@ -17,15 +17,18 @@ from bridge.outbox.sqlite import (
     op_counts,
     op_enqueue,
     op_get,
+    op_history,
     op_list,
+    op_mark_not_sent,
     op_requeue,
     op_unclaim,
 )
-from bridge.outbox.states import FINAL, NOTIFIED, Notice, State
+from bridge.outbox.states import FINAL, MAYBE_SENT, NOTIFIED, REFUSED, UNANSWERABLE, UNRESOLVED, Notice, State
 from bridge.outbox.types import (
     Accepted,
     Delivery,
     Enqueued,
+    Event,
     Group,
     ImapKey,
     Origin,
@@ -39,11 +42,16 @@ from bridge.outbox.types import (
 
 __all__ = [
     "FINAL",
+    "MAYBE_SENT",
     "NOTIFIED",
+    "REFUSED",
+    "UNANSWERABLE",
+    "UNRESOLVED",
     "Accepted",
     "DailyCapReached",
     "Delivery",
     "Enqueued",
+    "Event",
     "Group",
     "ImapKey",
     "LimitExceeded",
@@ -66,7 +74,9 @@ __all__ = [
     "op_counts",
     "op_enqueue",
     "op_get",
+    "op_history",
     "op_list",
+    "op_mark_not_sent",
     "op_requeue",
     "op_unclaim",
 ]

@@ -126,6 +126,27 @@ CREATE TABLE digest_series (
     PRIMARY KEY (account, key)
 );
 """,
+    # 3: who sent it, what was odd about it, the operator's notices, and each message's history
+    """
+ALTER TABLE sms ADD COLUMN client TEXT NOT NULL DEFAULT '';
+ALTER TABLE sms ADD COLUMN warnings TEXT NOT NULL DEFAULT '';
+ALTER TABLE sms ADD COLUMN operator TEXT NOT NULL DEFAULT 'none';
+ALTER TABLE rejections ADD COLUMN client TEXT NOT NULL DEFAULT '';
+ALTER TABLE rejections ADD COLUMN warnings TEXT NOT NULL DEFAULT '';
+ALTER TABLE rejections ADD COLUMN operator TEXT NOT NULL DEFAULT 'none';
+CREATE INDEX sms_operator ON sms(operator) WHERE operator = 'pending';
+CREATE INDEX rejections_operator ON rejections(operator) WHERE operator = 'pending';
+CREATE INDEX sms_created ON sms(created);
+CREATE TABLE history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sms_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    event TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    actor TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX history_sms ON history(sms_id, seq);
+""",
 )
 
 LATEST = len(MIGRATIONS)

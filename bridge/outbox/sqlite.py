@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import queue
 import sqlite3
@@ -30,12 +31,13 @@ from bridge import digest
 from bridge.errors import LimitExceeded, OutboxError
 from bridge.model import Credentials, SmsRequest
 from bridge.outbox.schema import connect
-from bridge.outbox.states import CANCELLABLE, RETRYABLE, Notice, State
+from bridge.outbox.states import CANCELLABLE, FINAL, MAYBE_SENT, RETRYABLE, UNANSWERABLE, UNRESOLVED, Notice, State
 from bridge.outbox.types import (
     MAX_GROUP_NUMBERS,
     Accepted,
     Delivery,
     Enqueued,
+    Event,
     Group,
     ImapKey,
     Origin,
@@ -56,14 +58,22 @@ WINDOWS = {"minute": 60, "hour": 3600, "day": 86400}
 # -- columns: one per field of Origin, SmsRequest (credentials: two) and Delivery ----
 
 
+#: how a tuple field is joined in its column (default ","): warnings may hold commas
+SEPARATORS = {"warnings": "\n"}
+
+
+def _split(sep: str, value: str) -> tuple[str, ...]:
+    return tuple(filter(None, value.split(sep)))
+
+
 def _codec(cls: type) -> dict[str, Callable[[Any], Any]]:
-    """Each field's decoder, from its type: tuples are stored comma-joined, enums by value."""
+    """Each field's decoder, from its type: tuples are stored joined, enums by value."""
     out: dict[str, Callable[[Any], Any]] = {}
     for name, hint in get_type_hints(cls).items():
         if name not in {f.name for f in fields(cls)} or hint == Credentials | None:
             continue
         if hint == tuple[str, ...]:
-            out[name] = lambda v: tuple(filter(None, v.split(",")))
+            out[name] = functools.partial(_split, SEPARATORS.get(name, ","))
         elif hint in (State, Notice):
             out[name] = hint
         elif hint == bool | None:
@@ -80,16 +90,17 @@ REQUEST = _codec(SmsRequest)
 DELIVERY = _codec(Delivery)
 
 
-def _stored(value: Any) -> Any:
+def _stored(name: str, value: Any) -> Any:
     if isinstance(value, tuple):
-        return ",".join(value)
+        sep = SEPARATORS.get(name, ",")
+        return sep.join(str(v).replace(sep, " ") for v in value)
     if isinstance(value, bool):
         return int(value)
     return value
 
 
 def _columns(obj: Any, codec: dict[str, Callable[[Any], Any]]) -> dict[str, Any]:
-    return {name: _stored(getattr(obj, name)) for name in codec}
+    return {name: _stored(name, getattr(obj, name)) for name in codec}
 
 
 def _read(codec: dict[str, Callable[[Any], Any]], rec: sqlite3.Row) -> dict[str, Any]:
@@ -125,6 +136,34 @@ def _insert(conn: sqlite3.Connection, table: str, columns: dict[str, Any]) -> No
 # -- operations (each runs inside a transaction the caller owns) ---------------
 
 
+def _log(conn: sqlite3.Connection, ids: Sequence[str], now: float, event: str, detail: str, actor: str = "") -> None:
+    """Append to each row's history (in the caller's transaction)."""
+    conn.executemany(
+        "INSERT INTO history (sms_id, at, event, detail, actor) VALUES (?, ?, ?, ?, ?)",
+        [(i, now, event, detail[:2000], actor) for i in ids],
+    )
+
+
+def _log_attempt(conn: sqlite3.Connection, ids: Sequence[str], now: float, event: str, detail: str) -> None:
+    """History of an attempt's outcome, numbered by the row's own attempt count."""
+    conn.executemany(
+        """INSERT INTO history (sms_id, at, event, detail, actor)
+           SELECT id, ?, ?, 'attempt ' || attempts || ' (' || account || ', ' || provider || '): ' || ?, ''
+           FROM sms WHERE id = ?""",
+        [(now, event, detail[:2000], i) for i in ids],
+    )
+
+
+def _reply_note(code: str, error: str, raw: str) -> str:
+    note = f"{code + ' ' if code else ''}{error}"
+    return f"{note}; provider reply: {raw[:300]}" if raw else note
+
+
+def op_history(conn: sqlite3.Connection, sms_id: str) -> list[Event]:
+    recs = conn.execute("SELECT at, event, detail, actor FROM history WHERE sms_id = ? ORDER BY seq", (sms_id,))
+    return [Event(r["at"], r["event"], r["detail"], r["actor"]) for r in recs]
+
+
 def op_imap_outcome(conn: sqlite3.Connection, key: ImapKey) -> tuple[str, str] | None:
     """(outcome, mail id) of an IMAP message already taken, or None."""
     rec = conn.execute(
@@ -147,13 +186,17 @@ def op_reject(conn: sqlite3.Connection, rejection: Rejection, now: float, key: I
     columns = {"id": rejection_id, "created": now, **_origin_columns(rejection)}
     columns["problems"] = json.dumps([list(p) for p in rejection.problems])
     columns["notice"] = Notice.PENDING if rejection.notify else Notice.SKIPPED
+    columns["operator"] = Notice.NONE if rejection.notify else Notice.PENDING
     _insert(conn, "rejections", columns)
     _mark_imap(conn, key, "rejected", rejection_id, now)
     return rejection_id
 
 
-def op_pending_rejections(conn: sqlite3.Connection, limit: int = 50) -> list[RejectionRow]:
-    recs = conn.execute("SELECT * FROM rejections WHERE notice = 'pending' ORDER BY created LIMIT ?", (limit,))
+def op_pending_rejections(conn: sqlite3.Connection, limit: int = 50, column: str = "notice") -> list[RejectionRow]:
+    recs = conn.execute(
+        f"SELECT * FROM rejections WHERE {'operator' if column == 'operator' else 'notice'} = 'pending' ORDER BY created LIMIT ?",  # noqa: S608  (one of two names)
+        (limit,),
+    )
     return [
         RejectionRow(
             id=r["id"],
@@ -161,6 +204,7 @@ def op_pending_rejections(conn: sqlite3.Connection, limit: int = 50) -> list[Rej
             origin=Origin(**_read(ORIGIN, r)),
             problems=tuple((str(f), str(m)) for f, m in json.loads(r["problems"])),
             notice=Notice(r["notice"]),
+            operator=Notice(r["operator"]),
         )
         for r in recs
     ]
@@ -254,6 +298,12 @@ def op_enqueue(
         columns |= {"cred_user": creds.username if creds else None, "cred_pass": creds.password if creds else None}
         columns |= {"state": State.QUEUED, "next_attempt": now}
         _insert(conn, "sms", columns)
+        detail = (
+            f"via {accepted.via}, client {accepted.client or '-'}, route {request.route}, account {request.account}"
+        )
+        if accepted.warnings:
+            detail += "; warnings: " + "; ".join(accepted.warnings)
+        _log(conn, [row_id], now, "accepted", detail)
         ids.append(row_id)
     if accepted.fingerprint is not None:
         conn.execute(
@@ -418,6 +468,9 @@ def op_sent(
            WHERE id = ?""",  # noqa: S608  (a constant, no input)
         [(now, msg_id, raw[:2000], charge, balance_after, int(confirmed), i) for i, charge in group.charges().items()],
     )
+    how = f"in a digest of {len(group.rows)} alerts led by {group.rows[0].id}; " if group.digest is not None else ""
+    relay = "" if confirmed else " (handed to the mail relay)"
+    _log_attempt(conn, group.ids, now, "sent", f"{how}provider id {msg_id}{relay}")
 
 
 def op_retry_later(
@@ -429,6 +482,8 @@ def op_retry_later(
                provider_reply = ? WHERE id = ?""",
         [(now, when, error, code, raw[:2000], i) for i, when in schedule],
     )
+    for i, when in schedule:
+        _log_attempt(conn, [i], now, "retry", f"{_reply_note(code, error, raw)}; next attempt in {when - now:.0f} s")
 
 
 def op_finish(
@@ -448,6 +503,11 @@ def op_finish(
                {ERASED} WHERE id = ?""",  # noqa: S608  (a constant, no input)
         [(state, now, error, code, raw[:2000], notice, i) for i in ids],
     )
+    if state == State.CANCELLED:
+        return
+    _log_attempt(conn, ids, now, str(state), _reply_note(code, error, raw))
+    if state == State.UNKNOWN or (state == State.EXPIRED and error.endswith(MAYBE_SENT)):
+        conn.executemany("UPDATE sms SET operator = 'pending' WHERE id = ?", [(i,) for i in ids])
 
 
 def op_recover(conn: sqlite3.Connection, now: float, at_least_once: Sequence[str]) -> dict[str, int]:
@@ -463,12 +523,14 @@ def op_recover(conn: sqlite3.Connection, now: float, at_least_once: Sequence[str
             f"UPDATE sms SET state = 'queued', updated = ?, next_attempt = ? WHERE state = 'sending' AND account IN ({marks})",  # noqa: S608  (placeholders only)
             (now, now, *at_least_once),
         ).rowcount
+    stopped = "the bridge stopped while this SMS was being handed to the provider; it may have been sent"
+    lost = [r[0] for r in conn.execute("SELECT id FROM sms WHERE state = 'sending'")]
     counts["unknown"] = conn.execute(
-        f"""UPDATE sms SET state = 'unknown', updated = ?, {ERASED},
-               last_error = 'the bridge stopped while this SMS was being handed to the provider; it may have been sent'
-           WHERE state = 'sending'""",  # noqa: S608  (a constant, no input)
-        (now,),
+        f"""UPDATE sms SET state = 'unknown', updated = ?, {ERASED}, last_error = ?, notice = 'pending',
+               operator = 'pending' WHERE state = 'sending'""",  # noqa: S608  (a constant, no input)
+        (now, stopped),
     ).rowcount
+    _log(conn, lost, now, "unknown", stopped)
     return counts
 
 
@@ -504,22 +566,35 @@ def op_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return counts
 
 
-def op_requeue(conn: sqlite3.Connection, ident: str, now: float) -> list[str]:
+def op_requeue(conn: sqlite3.Connection, ident: str, now: float, actor: str = "cli") -> list[str]:
     """``queue retry``: a failed, unknown, expired or cancelled row goes back to the queue."""
     ids = [r.id for r in op_get(conn, ident) if r.delivery.state in RETRYABLE]
     conn.executemany(
-        "UPDATE sms SET state = 'queued', next_attempt = ?, updated = ?, notice = 'none' WHERE id = ?",
+        "UPDATE sms SET state = 'queued', next_attempt = ?, updated = ?, notice = 'none', operator = 'none' WHERE id = ?",
         [(now, now, i) for i in ids],
     )
+    _log(conn, ids, now, "retry", "queued again by the operator", actor)
     return ids
 
 
-def op_cancel(conn: sqlite3.Connection, ident: str, now: float) -> list[str]:
+def op_cancel(conn: sqlite3.Connection, ident: str, now: float, actor: str = "cli") -> list[str]:
     """``queue cancel``: a queued row is not sent."""
     ids = [r.id for r in op_get(conn, ident) if r.delivery.state in CANCELLABLE]
     op_finish(
         conn, ids, now, state=State.CANCELLED, error="cancelled by the operator", code="", raw="", notice=Notice.NONE
     )
+    _log(conn, ids, now, "cancelled", "cancelled by the operator", actor)
+    return ids
+
+
+def op_mark_not_sent(conn: sqlite3.Connection, ident: str, now: float, actor: str = "cli") -> list[str]:
+    """An ``unknown`` row the operator found not sent in the provider's records: ``failed``."""
+    ids = [r.id for r in op_get(conn, ident) if r.delivery.state in UNRESOLVED]
+    conn.executemany(
+        "UPDATE sms SET state = 'failed', updated = ?, last_error = ?, operator = 'none' WHERE id = ?",
+        [(now, "marked as not sent by the operator (checked the provider's records)", i) for i in ids],
+    )
+    _log(conn, ids, now, "failed", "marked as not sent by the operator", actor)
     return ids
 
 
@@ -528,8 +603,41 @@ def op_pending_notices(conn: sqlite3.Connection, limit: int = 50) -> list[Row]:
     return [_row(r) for r in recs]
 
 
-def op_set_notice(conn: sqlite3.Connection, ids: Sequence[str], notice: Notice) -> None:
+def op_set_notice(conn: sqlite3.Connection, ids: Sequence[str], notice: Notice, detail: str = "") -> None:
     conn.executemany("UPDATE sms SET notice = ? WHERE id = ?", [(notice, i) for i in ids])
+    if notice in (Notice.SENT, Notice.SKIPPED, Notice.REPLIED):
+        _log(conn, ids, time.time(), f"notice {notice}", detail)
+    if notice == Notice.SKIPPED and detail.startswith(UNANSWERABLE):
+        conn.executemany("UPDATE sms SET operator = 'pending' WHERE id = ? AND operator = 'none'", [(i,) for i in ids])
+
+
+def op_pending_operator(conn: sqlite3.Connection, limit: int = 500) -> tuple[list[Row], list[RejectionRow]]:
+    """What the operator is to be told of: unknown outcomes, and failures and refusals
+    whose sender could not be answered."""
+    rows = [
+        _row(r) for r in conn.execute("SELECT * FROM sms WHERE operator = 'pending' ORDER BY updated LIMIT ?", (limit,))
+    ]
+    rejections = [r for r in op_pending_rejections(conn, limit, column="operator")]
+    return rows, rejections
+
+
+def op_set_operator(conn: sqlite3.Connection, ids: Sequence[str], rejection_ids: Sequence[str], notice: Notice) -> None:
+    conn.executemany("UPDATE sms SET operator = ? WHERE id = ?", [(notice, i) for i in ids])
+    conn.executemany("UPDATE rejections SET operator = ? WHERE id = ?", [(notice, i) for i in rejection_ids])
+    if notice == Notice.SENT:
+        _log(conn, ids, time.time(), "operator told", "listed in the operator's mail")
+
+
+def op_prune(conn: sqlite3.Connection, before: float) -> int:
+    """Forget final rows (and their history) last changed before ``before``; how many."""
+    finals = ",".join(f"'{s}'" for s in sorted(FINAL))
+    old = f"SELECT id FROM sms WHERE state IN ({finals}) AND updated < ?"  # noqa: S608  (constants)
+    conn.execute(f"DELETE FROM history WHERE sms_id IN ({old})", (before,))  # noqa: S608  (constants)
+    count = conn.execute(f"DELETE FROM sms WHERE id IN ({old})", (before,)).rowcount  # noqa: S608  (constants)
+    conn.execute(
+        "DELETE FROM rejections WHERE created < ? AND notice != 'pending' AND operator != 'pending'", (before,)
+    )
+    return count
 
 
 def op_prune_seen(conn: sqlite3.Connection, before: float) -> int:
@@ -696,8 +804,26 @@ class SqliteOutbox:
         now = time.time()
         await self.run(lambda c: op_finish(c, ids, now, state=state, error=error, code=code, raw=raw, notice=notice))
 
-    async def set_notice(self, ids: Sequence[str], notice: Notice) -> None:
-        await self.run(lambda c: op_set_notice(c, ids, notice))
+    async def set_notice(self, ids: Sequence[str], notice: Notice, detail: str = "") -> None:
+        await self.run(lambda c: op_set_notice(c, ids, notice, detail))
+
+    async def pending_operator(self, limit: int = 500) -> tuple[list[Row], list[RejectionRow]]:
+        return await self.run(lambda c: op_pending_operator(c, limit))
+
+    async def set_operator(self, ids: Sequence[str], rejection_ids: Sequence[str], notice: Notice) -> None:
+        await self.run(lambda c: op_set_operator(c, ids, rejection_ids, notice))
+
+    async def history(self, sms_id: str) -> list[Event]:
+        return await self.run(lambda c: op_history(c, sms_id))
+
+    async def act(self, action: str, ident: str, actor: str) -> list[str]:
+        """An operator's action on a message: ``retry``, ``cancel`` or ``not-sent``; the ids changed."""
+        ops = {"retry": op_requeue, "cancel": op_cancel, "not-sent": op_mark_not_sent}
+        op = ops[action]
+        return await self.run(lambda c: op(c, ident, time.time(), actor))
+
+    async def prune(self, before: float) -> int:
+        return await self.run(lambda c: op_prune(c, before))
 
     async def pending_notices(self, limit: int = 50) -> list[Row]:
         return await self.run(lambda c: op_pending_notices(c, limit))

@@ -24,9 +24,17 @@ Its notice (the mail that tells the sender what became of it)::
                  └► pending         sender in its reply; or it could not, and
                                     the notice goes out after all)
 
-A row gets a notice when it ends ``failed`` or ``expired``; ``held`` while an
-SMTP session waits to report the outcome in its reply; a restart releases
-``held`` notices to ``pending``. Queuing a row again resets its notice to ``none``.
+A row gets a notice when it ends ``failed``, ``expired`` or ``unknown``; ``held``
+while an SMTP session waits to report a failure in its reply; a restart
+releases ``held`` notices to ``pending``. Queuing a row again resets its notice
+to ``none``.
+
+The operator's notice (``notify.operator``) follows the same states without
+``held``: ``pending`` for every ``unknown`` outcome and for every notice that
+was skipped because its mail has no address to answer (``<>``, the bridge
+itself, a webhook), then ``sent`` (batched: one mail lists them all) or
+``skipped`` (no operator or smarthost configured: logged only). An operator's
+``mark as not sent`` turns an ``unknown`` row ``failed``.
 """
 
 from __future__ import annotations
@@ -60,4 +68,12 @@ RETRYABLE = frozenset({State.FAILED, State.UNKNOWN, State.EXPIRED, State.CANCELL
 #: what an operator may stop (``queue cancel``)
 CANCELLABLE = frozenset({State.QUEUED})
 #: final states whose sender is sent a notice
-NOTIFIED = frozenset({State.FAILED, State.EXPIRED})
+NOTIFIED = frozenset({State.FAILED, State.EXPIRED, State.UNKNOWN})
+#: outcomes an ``ack: delivered`` SMTP session can answer with a 550 itself
+REFUSED = frozenset({State.FAILED, State.EXPIRED})
+#: outcomes the operator resolves by checking the provider's records
+UNRESOLVED = frozenset({State.UNKNOWN})
+#: ends the reason of a row that expired after an ambiguous attempt (the operator is told)
+MAYBE_SENT = "(the last attempt may have been sent)"
+#: how a skipped notice's reason starts when its mail has no address to answer
+UNANSWERABLE = "no address to answer"

@@ -28,6 +28,10 @@ class Origin:
     rcpts: tuple[str, ...]
     message_id: str
     subject: str
+    #: the client (``clients.<name>``) it came from
+    client: str = field(default="", kw_only=True)
+    #: what was odd but not fatal at intake (emoji removed, lines ignored, ...)
+    warnings: tuple[str, ...] = field(default=(), kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class RejectionRow:
     origin: Origin
     problems: tuple[tuple[str, str], ...]
     notice: Notice
+    operator: Notice
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,9 @@ class Delivery:
     notice: Notice
     #: the id of the row whose SMS carried this one in a digest ("" when it went alone)
     carrier: str
+    #: the operator's notice (``notify.operator``), batched: unknown outcomes, and
+    #: failures whose sender cannot be answered
+    operator: Notice
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,16 @@ class Row:
     origin: Origin
     request: SmsRequest
     delivery: Delivery
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of a message's history."""
+
+    at: float
+    event: str
+    detail: str
+    actor: str
 
 
 @dataclass(frozen=True)
@@ -175,7 +193,12 @@ class Outbox(Protocol):
     async def finish(
         self, ids: Sequence[str], *, state: State, error: str, code: str, raw: str, notice: Notice
     ) -> None: ...
-    async def set_notice(self, ids: Sequence[str], notice: Notice) -> None: ...
+    async def set_notice(self, ids: Sequence[str], notice: Notice, detail: str = "") -> None: ...
+    async def pending_operator(self, limit: int = 500) -> tuple[list[Row], list[RejectionRow]]: ...
+    async def set_operator(self, ids: Sequence[str], rejection_ids: Sequence[str], notice: Notice) -> None: ...
+    async def history(self, sms_id: str) -> list[Event]: ...
+    async def act(self, action: str, ident: str, actor: str) -> list[str]: ...
+    async def prune(self, before: float) -> int: ...
     async def pending_notices(self, limit: int = 50) -> list[Row]: ...
     async def pending_rejections(self, limit: int = 50) -> list[RejectionRow]: ...
     async def set_rejection_notice(self, ids: Sequence[str], notice: Notice) -> None: ...
