@@ -8,10 +8,12 @@ network, it shows counts and states, never a message, a number or a secret.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.dispatch import Dispatcher
 from bridge.ingress.imap import MailboxWatcher
@@ -32,10 +34,6 @@ class Parts:
     webhook: AlertWebhook
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-
-
 def build(parts: Parts) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         try:
@@ -54,40 +52,18 @@ def build(parts: Parts) -> web.Application:
         )
 
     async def metrics(request: web.Request) -> web.Response:
+        live = parts.dispatcher.metrics
         counts = await parts.outbox.counts()
-        lines = [
-            "# HELP sms_bridge_messages SMS in the outbox, by state.",
-            "# TYPE sms_bridge_messages gauge",
-            *(f'sms_bridge_messages{{state="{state}"}} {count}' for state, count in counts.items()),
-            "# HELP sms_bridge_mail_accepted_total Mails accepted over SMTP since start.",
-            "# TYPE sms_bridge_mail_accepted_total counter",
-            f"sms_bridge_mail_accepted_total {parts.handler.accepted}",
-            "# HELP sms_bridge_mail_rejected_total Mails refused over SMTP since start.",
-            "# TYPE sms_bridge_mail_rejected_total counter",
-            f"sms_bridge_mail_rejected_total {parts.handler.rejected}",
-            "# HELP sms_bridge_provider_calls_total Provider calls made since start.",
-            "# TYPE sms_bridge_provider_calls_total counter",
-            f"sms_bridge_provider_calls_total {parts.dispatcher.attempts}",
-            "# HELP sms_bridge_notices_sent_total Failure notices mailed since start.",
-            "# TYPE sms_bridge_notices_sent_total counter",
-            f"sms_bridge_notices_sent_total {parts.notifier.sent}",
-            "# HELP sms_bridge_outbox_commits_total Outbox transactions committed since start.",
-            "# TYPE sms_bridge_outbox_commits_total counter",
-            f"sms_bridge_outbox_commits_total {parts.outbox.commits}",
-            "# HELP sms_bridge_imap_connected 1 while the mailbox is connected.",
-            "# TYPE sms_bridge_imap_connected gauge",
-            *(
-                f'sms_bridge_imap_connected{{mailbox="{_label(w.label)}"}} {int(w.connected.is_set())}'
-                for w in parts.watchers
-            ),
-            "# HELP sms_bridge_balance_points The last balance the provider reported.",
-            "# TYPE sms_bridge_balance_points gauge",
-            *(
-                f'sms_bridge_balance_points{{account="{_label(a)}"}} {b:g}'
-                for a, b in sorted(parts.dispatcher.balances.items())
-            ),
-        ]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+        for state, count in counts.items():
+            live.queue.labels(state).set(count)
+        oldest = await parts.outbox.oldest_queued()
+        live.oldest.set(0 if oldest is None else max(time.time() - oldest, 0.0))
+        for account, balance in parts.dispatcher.balances.items():
+            live.balance.labels(account).set(balance)
+        for watcher in parts.watchers:
+            live.imap.labels(watcher.label).set(int(watcher.connected.is_set()))
+        live.outbox_commits.set(parts.outbox.commits)
+        return web.Response(body=live.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application(client_max_size=parts.webhook.max_size + 1)
     app.router.add_post("/alerts/{route}", parts.webhook.handle)

@@ -27,6 +27,7 @@ from bridge.ingress.imap import MailboxWatcher
 from bridge.ingress.smtp import AuthGuard, ConnectionLimits, Handler, protocol_factory, tls_context
 from bridge.ingress.webhook import AlertWebhook
 from bridge.logs import quiet_noisy_loggers
+from bridge.metrics import Metrics
 from bridge.notify import Notifier
 from bridge.outbox import Outbox, SqliteOutbox
 from bridge.providers import Provider, RateLimiter, build
@@ -155,9 +156,16 @@ async def serve(
             )
         await stack.enter_async_context(in_process_simulator(config))
         providers = await stack.enter_async_context(open_providers(config))
-        notifier = Notifier(config, outbox)
+        metrics = Metrics()
+        notifier = Notifier(config, outbox, metrics)
         dispatcher = Dispatcher(
-            config, outbox, providers, on_notice=notifier.wake, on_low_balance=notifier.low_balance, balances=balances
+            config,
+            outbox,
+            providers,
+            on_notice=notifier.wake,
+            on_low_balance=notifier.low_balance,
+            balances=balances,
+            metrics=metrics,
         )
         handler = Handler(config, outbox, dispatcher, on_notice=notifier.wake)
         limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_client)

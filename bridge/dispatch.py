@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from bridge.aio import wait_any
 from bridge.config import Config
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
+from bridge.metrics import Metrics
 from bridge.model import SmsRequest
 from bridge.outbox import MAYBE_SENT, NOTIFIED, REFUSED, Group, Notice, Outbox, Pacing, Row, State
 from bridge.phone import mask
@@ -66,7 +67,9 @@ class Dispatcher:
         on_low_balance: Callable[[str, float, float], None] = lambda account, balance, threshold: None,
         balances: dict[str, float] | None = None,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.config = config
         self.outbox = outbox
         self.providers = providers
@@ -190,18 +193,23 @@ class Dispatcher:
                 await self._finish(group.rows, State.FAILED, PermanentDelivery(reason))
                 return
             self.attempts += 1
+            began = time.monotonic()
             try:
                 sent = await provider.send(group.request(), on_start=on_start)
             except TransientDelivery as exc:
+                self._called(name, began, "transient", exc.code)
                 await self._transient(group.rows, exc)
             except AmbiguousDelivery as exc:
+                self._called(name, began, "unknown", exc.code)
                 if self.config.accounts[name].at_least_once:
                     await self._transient(group.rows, exc)
                 else:
                     await self._finish(group.rows, State.UNKNOWN, exc)
             except PermanentDelivery as exc:
+                self._called(name, began, "permanent", exc.code)
                 await self._finish(group.rows, State.FAILED, exc)
             else:
+                self._called(name, began, "sent", "OK")
                 await self._sent(group, provider, sent)
             interval = self.pacing[name].interval
             if interval > 0:  # counted from the provider's answer, so its clock sees the full interval
@@ -209,12 +217,22 @@ class Dispatcher:
         finally:
             in_flight.release()
 
+    def _called(self, account: str, began: float, result: str, code: str) -> None:
+        self.metrics.provider_latency.labels(account).observe(time.monotonic() - began)
+        self.metrics.provider_calls.labels(account, result, code or "-").inc()
+
     # -- outcomes ----------------------------------------------------------
 
     async def _sent(self, group: Group, provider: Provider, sent: Sent) -> None:
         rows = group.rows
         if sent.balance_after is not None:
             await self._record_balance(rows[0].request.account, sent.balance_after)
+        charges = group.charges()
+        now = time.time()
+        for row in rows:
+            self.metrics.sms.labels(row.request.account, row.request.provider, State.SENT).inc()
+            self.metrics.delivery_latency.labels(row.request.account).observe(max(now - row.created, 0.0))
+        self.metrics.points.labels(rows[0].request.account).inc(sum(charges.values()))
         await self.outbox.mark_sent(
             group,
             msg_id=sent.message_id,
@@ -281,6 +299,8 @@ class Dispatcher:
         if state in NOTIFIED:
             notice = Notice.HELD if waiting and state in REFUSED else Notice.PENDING
         ids = [r.id for r in rows]
+        for row in rows:
+            self.metrics.sms.labels(row.request.account, row.request.provider, state).inc()
         raw = self._masked(rows[0].request.account, exc.raw)
         await self.outbox.finish(ids, state=state, error=exc.reason, code=exc.code, raw=raw, notice=notice)
         for row in rows:

@@ -23,11 +23,13 @@ import aiosmtplib
 
 from bridge.aio import wait_any
 from bridge.config import Config, parse_host_port
+from bridge.metrics import Metrics
 from bridge.outbox import MAYBE_SENT, UNANSWERABLE, Notice, Outbox, RejectionRow, Row, State
 from bridge.phone import mask
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.notify")
+KINDS = {"notice": "sender", "rejection notice": "rejection"}
 
 WHY = {
     State.FAILED: "could not be sent as SMS",
@@ -226,8 +228,9 @@ def should_not_answer(mail_from: str, auto_submitted: str, config: Config, own: 
 class Notifier:
     """Mails pending notices; retries when the smarthost is away."""
 
-    def __init__(self, config: Config, outbox: Outbox) -> None:
+    def __init__(self, config: Config, outbox: Outbox, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.outbox = outbox
         self._wake = asyncio.Event()
         self._retry_at: dict[str, float] = {}
@@ -312,6 +315,7 @@ class Notifier:
             return False
         skip = self._skip_reason(mail_from)
         if skip is not None:
+            self.metrics.notices.labels(KINDS.get(kind, kind), "skipped").inc()
             log.warning("%s id=%s not mailed (%s)", kind, ident, skip)
             await mark(ident, Notice.SKIPPED, skip)
             return False
@@ -319,11 +323,13 @@ class Notifier:
             await self._send(build(), mail_from)
         except (aiosmtplib.SMTPException, OSError) as exc:
             self._retry_at[ident] = now + 60
+            self.metrics.notices.labels(KINDS.get(kind, kind), "failed").inc()
             log.warning(
                 "%s id=%s to %s not sent yet (%s); retrying in 60 s", kind, ident, mail_from, type(exc).__name__
             )
             return False
         await mark(ident, Notice.SENT, f"mailed to {mail_from}")
+        self.metrics.notices.labels(KINDS.get(kind, kind), "sent").inc()
         self._retry_at.pop(ident, None)
         log.info("%s id=%s sent to %s", kind, ident, mail_from)
         return True
@@ -359,6 +365,7 @@ class Notifier:
             for rejection in rejections:
                 log.warning("operator not told of refused id=%s (%s is not configured)", rejection.id, missing)
             await self.outbox.set_operator(ids, rejection_ids, Notice.SKIPPED)
+            self.metrics.notices.labels("operator", "skipped").inc()
             return 0
         if self._operator_first is None:
             self._operator_first = now
@@ -369,6 +376,7 @@ class Notifier:
             await self._send(build_operator_mail(rows, rejections, self.config), settings.operator)
         except (aiosmtplib.SMTPException, OSError) as exc:
             self._operator_next = now + 60
+            self.metrics.notices.labels("operator", "failed").inc()
             log.warning(
                 "operator mail to %s not sent yet (%s); retrying in 60 s", settings.operator, type(exc).__name__
             )
@@ -377,6 +385,7 @@ class Notifier:
         self._operator_next = now + settings.operator_interval
         self._operator_first = None
         self.operator_mails += 1
+        self.metrics.notices.labels("operator", "sent").inc()
         log.info(
             "operator mail sent to %s: %d message(s), %d refusal(s)", settings.operator, len(rows), len(rejections)
         )

@@ -310,7 +310,10 @@ async def test_swaks_as_an_administrator_types_it(tmp_path: Path) -> None:
 
 
 async def test_health_and_metrics_over_http(tmp_path: Path) -> None:
+    """/metrics is Prometheus' text format that ``promtool check metrics`` accepts."""
+    import shutil
     import socket
+    import subprocess
 
     import httpx
 
@@ -321,6 +324,8 @@ async def test_health_and_metrics_over_http(tmp_path: Path) -> None:
         config = make_config(tmp_path, url, extra={"admin": {"listen": f"127.0.0.1:{admin_port}"}})
         async with running_bridge(config) as bridge, httpx.AsyncClient() as client:
             await submit(bridge.port, mail("mobile:96597119440\ntext:counted"))
+            refused, _ = await submit(bridge.port, mail("x", to="nobody@elsewhere.example"))
+            assert refused == 550
             await eventually(lambda: len(sim.delivered) == 1, "the SMS")
             await eventually(lambda: bridge.rows()[0].delivery.state == "sent", "the sent state")
             health = await client.get(f"http://127.0.0.1:{admin_port}/healthz")
@@ -329,8 +334,36 @@ async def test_health_and_metrics_over_http(tmp_path: Path) -> None:
     assert health.json()["status"] == "ok"
     assert health.json()["queue"]["sent"] == 1
     text = metrics.text
-    assert 'sms_bridge_messages{state="sent"} 1' in text
-    assert "sms_bridge_mail_accepted_total 1" in text
-    assert "sms_bridge_provider_calls_total 1" in text
-    assert 'sms_bridge_balance_points{account="kwt"} 999' in text
+    assert 'sms_bridge_messages{state="sent"} 1.0' in text
+    assert 'sms_bridge_mail_accepted_total{via="smtp"} 1.0' in text
+    assert 'sms_bridge_provider_calls_total{account="kwt",code="OK",result="sent"} 1.0' in text
+    assert 'sms_bridge_sms_total{account="kwt",provider="kwtsms-http",state="sent"} 1.0' in text
+    assert 'sms_bridge_points_spent_total{account="kwt"} 1.0' in text
+    assert 'sms_bridge_balance_points{account="kwt"} 999.0' in text
+    assert 'sms_bridge_provider_latency_seconds_count{account="kwt"} 1.0' in text
+    assert "sms_bridge_queue_oldest_seconds 0.0" in text
+    assert 'sms_bridge_mail_refused_total{reason="relay",stage="rcpt",via="smtp"} 1.0' in text
     assert "96597119440" not in text + health.text
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (.ci/run installs Debian's prometheus package)")
+    lint = subprocess.run([promtool, "check", "metrics"], input=metrics.content, capture_output=True, check=False)
+    assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
+
+
+def test_the_readme_alerting_rules_pass_promtool(tmp_path: Path) -> None:
+    import re
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (.ci/run installs Debian's prometheus package)")
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"```yaml\n(# sms-bridge alerting rules\n.*?)```", readme, re.S)
+    assert match, "the README has its alerting rules block"
+    rules = tmp_path / "rules.yml"
+    rules.write_text(match.group(1))
+    result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 5 rules found" in result.stdout

@@ -66,13 +66,18 @@ async def admit(
 ) -> Admission:
     client = config.clients[client_name]
     refused = check_requests(client_name, client, config, verdict.requests)
+    metrics = dispatcher.metrics
+    way = via.partition(":")[0]  # imap:<mailbox> counts as imap
+    stage = "webhook" if via == "webhook" else "data"
     if refused:
+        metrics.refused(way, stage, "client")
         log.warning(
             "refused via=%s client=%s from=%s: %s", via, client_name, mail.mail_from, "; ".join(map(str, refused))
         )
         return Admission("refused", problems=tuple(refused))
     empty = dispatcher.cannot_pay(verdict.requests)
     if empty is not None:
+        metrics.refused(way, stage, "balance")
         log.warning("not accepted via=%s from=%s: %s", via, mail.mail_from, empty)
         return Admission("later", reason=empty, status="4.7.1")
     accepted = Accepted(
@@ -89,6 +94,7 @@ async def admit(
     try:
         enqueued = await outbox.enqueue(accepted, key, usage_scopes(client_name, client, config, verdict.requests))
     except LimitExceeded as exc:
+        metrics.refused(way, stage, "limit")
         log.warning("limit via=%s client=%s from=%s: %s", via, client_name, mail.mail_from, exc)
         if isinstance(exc, DailyCapReached):
             return Admission("over", reason=str(exc), status="5.7.1")
@@ -116,6 +122,7 @@ async def admit(
             request.points,
             warned,
         )
+    metrics.mail_accepted.labels(way).inc()
     for account in dict.fromkeys(r.account for r in verdict.requests):
         dispatcher.wake(account)
     return Admission("queued", enqueued)

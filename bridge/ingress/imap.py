@@ -337,6 +337,7 @@ class MailboxWatcher:
         verdict = decide(mail, self.config)
         via = f"imap:{self.label}"
         if not verdict.ok:
+            self.dispatcher.metrics.refused("imap", "data", "field")
             await self._reject(session, key, uid, raw, mail, list(verdict.problems))
             return
         found = find_client(self.config, Peer(mailbox=self.label))

@@ -147,6 +147,7 @@ class BridgeSMTP(SMTP):
     async def smtp_AUTH(self, arg: str) -> None:
         ip = self._peer_ip or "?"
         if self._guard.locked(ip):
+            self.event_handler.metrics.refused("smtp", "auth", "lockout")
             await self.push("421 4.7.0 Too many failed logins from your address; try again later")
             if self.transport is not None:
                 self.transport.close()
@@ -164,6 +165,7 @@ class BridgeSMTP(SMTP):
             ip = str(peer[0]) if peer else "?"
             if not self._limits.admit(ip):
                 log.warning("refused connection from %s: too many connections", ip)
+                self.event_handler.metrics.refused("smtp", "connect", "connections")
                 writable = transport
                 if isinstance(writable, asyncio.WriteTransport):
                     writable.write(b"421 4.7.0 Too many connections; try again later\r\n")
@@ -198,8 +200,7 @@ class Handler:
         self.in_data = 0
         self.idle = asyncio.Event()
         self.idle.set()
-        self.accepted = 0
-        self.rejected = 0
+        self.metrics = dispatcher.metrics
         self._clients: weakref.WeakKeyDictionary[Envelope, str] = weakref.WeakKeyDictionary()
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}  # user → keyed digest of a password that passed scrypt
@@ -218,6 +219,8 @@ class Handler:
             elif verify_password(client.password.get_secret_value(), given):
                 self._verified[user] = digest
                 ok = True
+        if not ok:
+            self.metrics.refused("smtp", "auth", "credentials")
         log.log(
             logging.INFO if ok else logging.WARNING,
             "auth %s user=%s peer=%s",
@@ -240,11 +243,14 @@ class Handler:
         found = find_client(self.config, self._peer(session))
         if found is None:
             if not session.authenticated and auth_offered(self.config):
+                self.metrics.refused("smtp", "mail", "auth")
                 return "530 5.7.0 Authentication required"
+            self.metrics.refused("smtp", "mail", "client")
             log.warning("refused peer=%s user=%s: no client matches", session.peer, self._peer(session).user)
             return "550 5.7.1 This client may not send through this bridge"
         name, client = found
         if not sender_allowed(client, address):
+            self.metrics.refused("smtp", "mail", "sender")
             log.warning("refused peer=%s client=%s: sender %s not allowed", session.peer, name, address)
             return f"550 5.7.1 Sender <{ascii_reply(address, 200)}> is not allowed for this client"
         self._clients[envelope] = name
@@ -256,12 +262,15 @@ class Handler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
+            self.metrics.refused("smtp", "rcpt", "recipients")
             return "452 4.5.3 Too many recipients"
         found = route_for(address, self.config)
         if found is None:
+            self.metrics.refused("smtp", "rcpt", "relay")
             return f"550 5.1.1 <{ascii_reply(address, 200)}>: this bridge does not serve that address"
         client = self._clients.get(envelope)
         if client is None or not may_use_route(self.config.clients[client], found[0]):
+            self.metrics.refused("smtp", "rcpt", "client")
             return f"550 5.7.1 <{ascii_reply(address, 200)}>: this client may not use that address"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
@@ -286,12 +295,12 @@ class Handler:
         raw = envelope.original_content or b""
         mail_from = envelope.mail_from or ""
         if _BARE.search(raw):
-            self.rejected += 1
+            self.metrics.refused("smtp", "data", "smuggling")
             return "550 5.6.0 Bare CR or LF in the message; every line must end in CRLF"
         mail = parse_mail(raw, mail_from=mail_from, rcpt_tos=envelope.rcpt_tos)
         verdict = decide(mail, self.config)
         if not verdict.ok:
-            self.rejected += 1
+            self.metrics.refused("smtp", "data", "field")
             log.info("rejected from=%s peer=%s: %s", mail_from, session.peer, "; ".join(map(str, verdict.problems)))
             return multiline("550", "5.6.0", [f"{p.field}: {p.message}" for p in verdict.problems])
         client_name = self._clients.get(envelope, "")
@@ -306,10 +315,8 @@ class Handler:
             fingerprint=fingerprint(mail.message_id, mail_from, raw),
         )
         if admission.kind == "refused":
-            self.rejected += 1
             return multiline("550", "5.7.1", [f"{p.field}: {p.message}" for p in admission.problems])
         if admission.kind == "over":
-            self.rejected += 1
             return f"550 5.7.1 {ascii_reply(admission.reason)}"
         if admission.kind == "later":
             return f"451 {admission.status} {ascii_reply(admission.reason)}; not accepted, try again later"
@@ -318,7 +325,6 @@ class Handler:
             raise RuntimeError(f"admission {admission.kind} without a stored message")
         if admission.kind == "duplicate":
             return f"250 2.0.0 already queued as {enqueued.mail_id}"
-        self.accepted += 1
         routes = {r.route for r in verdict.requests}
         wait = [self.config.routes[r] for r in routes if self.config.routes[r].ack == "delivered"]
         if wait:

@@ -50,8 +50,6 @@ class AlertWebhook:
         self.stopping = stopping
         self.outbox = outbox
         self.dispatcher = dispatcher
-        self.accepted = 0
-        self.refused = 0
 
     @property
     def max_size(self) -> int:
@@ -59,10 +57,9 @@ class AlertWebhook:
 
     async def handle(self, request: web.Request) -> web.Response:
         response = await self._handle(request)
-        if response.status == 200:
-            self.accepted += 1
-        else:
-            self.refused += 1
+        if response.status != 200 and response.status not in (403, 429):  # those two are counted by admit
+            reason = {400: "request", 401: "auth", 404: "route", 413: "size", 422: "field", 503: "unavailable"}
+            self.dispatcher.metrics.refused("webhook", "webhook", reason.get(response.status, str(response.status)))
         return response
 
     async def _handle(self, request: web.Request) -> web.Response:

@@ -566,6 +566,12 @@ def op_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return counts
 
 
+def op_oldest_queued(conn: sqlite3.Connection) -> float | None:
+    """When the oldest SMS still waiting to be sent was accepted."""
+    rec = conn.execute("SELECT min(created) FROM sms WHERE state IN ('queued', 'claimed')").fetchone()
+    return None if rec is None or rec[0] is None else float(rec[0])
+
+
 def op_requeue(conn: sqlite3.Connection, ident: str, now: float, actor: str = "cli") -> list[str]:
     """``queue retry``: a failed, unknown, expired or cancelled row goes back to the queue."""
     ids = [r.id for r in op_get(conn, ident) if r.delivery.state in RETRYABLE]
@@ -782,6 +788,9 @@ class SqliteOutbox:
 
     async def counts(self) -> dict[str, int]:
         return await self.run(op_counts)
+
+    async def oldest_queued(self) -> float | None:
+        return await self.run(op_oldest_queued)
 
     async def mark_sending(self, ids: Sequence[str]) -> None:
         await self.run(lambda c: op_mark_sending(c, ids, time.time()))
