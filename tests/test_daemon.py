@@ -313,7 +313,6 @@ async def test_health_and_metrics_over_http(tmp_path: Path) -> None:
     """/metrics is Prometheus' text format that ``promtool check metrics`` accepts."""
     import shutil
     import socket
-    import subprocess
 
     import httpx
 
@@ -347,8 +346,16 @@ async def test_health_and_metrics_over_http(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (.ci/run installs Debian's prometheus package)")
-    lint = subprocess.run([promtool, "check", "metrics"], input=metrics.content, capture_output=True, check=False)
-    assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
+    lint = await asyncio.create_subprocess_exec(
+        promtool,
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    said, _ = await lint.communicate(metrics.content)
+    assert lint.returncode == 0, said.decode()
 
 
 def test_the_readme_alerting_rules_pass_promtool(tmp_path: Path) -> None:
