@@ -1,5 +1,6 @@
-"""The admin endpoint: ``/healthz`` for probes, ``/metrics`` for Prometheus, and the
-alert webhook (``POST /alerts/<route>``, :mod:`bridge.ingress.webhook`).
+"""The admin endpoint: the status page (:mod:`bridge.status`), ``/healthz`` for probes,
+``/metrics`` for Prometheus, and the alert webhook (``POST /alerts/<route>``,
+:mod:`bridge.ingress.webhook`).
 
 Off unless ``admin.listen`` is set; meant for loopback or a management
 network, it shows counts and states, never a message, a number or a secret.
@@ -21,6 +22,7 @@ from bridge.ingress.smtp import Handler
 from bridge.ingress.webhook import AlertWebhook
 from bridge.notify import Notifier
 from bridge.outbox import Outbox
+from bridge.status import StatusPage
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Parts:
     watchers: Sequence[MailboxWatcher]
     stopping: Callable[[], bool]
     webhook: AlertWebhook
+    status: StatusPage
 
 
 def build(parts: Parts) -> web.Application:
@@ -67,6 +70,7 @@ def build(parts: Parts) -> web.Application:
 
     app = web.Application(client_max_size=parts.webhook.max_size + 1)
     app.router.add_post("/alerts/{route}", parts.webhook.handle)
+    parts.status.routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

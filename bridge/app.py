@@ -23,8 +23,9 @@ from bridge.config import Config, parse_host_port
 from bridge.config import warnings as config_warnings
 from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError, OutboxError
+from bridge.guard import AuthGuard
 from bridge.ingress.imap import MailboxWatcher
-from bridge.ingress.smtp import AuthGuard, ConnectionLimits, Handler, protocol_factory, tls_context
+from bridge.ingress.smtp import ConnectionLimits, Handler, protocol_factory, tls_context
 from bridge.ingress.webhook import AlertWebhook
 from bridge.logs import quiet_noisy_loggers
 from bridge.metrics import Metrics
@@ -32,6 +33,7 @@ from bridge.notify import Notifier
 from bridge.outbox import Outbox, SqliteOutbox
 from bridge.providers import Provider, RateLimiter, build
 from bridge.simulator import Simulator
+from bridge.status import StatusPage
 
 log = logging.getLogger("bridge")
 
@@ -176,7 +178,10 @@ async def serve(
         watchers = [MailboxWatcher(box, config, outbox, dispatcher, on_notice=notifier.wake) for box in config.imap]
         if config.admin.listen:
             webhook = AlertWebhook(config, outbox, dispatcher, lambda: handler.stopping)
-            parts = admin.Parts(outbox, handler, dispatcher, notifier, watchers, lambda: handler.stopping, webhook)
+            status = StatusPage(config, outbox, dispatcher, lambda: [(w.label, w.connected.is_set()) for w in watchers])
+            parts = admin.Parts(
+                outbox, handler, dispatcher, notifier, watchers, lambda: handler.stopping, webhook, status
+            )
             runner = web.AppRunner(admin.build(parts), access_log=None, handle_signals=False)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
@@ -185,7 +190,11 @@ async def serve(
                 await web.TCPSite(runner, host, port).start()
             except OSError as exc:
                 raise BridgeError(f"cannot listen on {config.admin.listen} (admin): {exc.strerror or exc}") from exc
-            log.info("admin endpoint on http://%s/healthz, /metrics and /alerts/<route>", config.admin.listen)
+            log.info(
+                "status page on http://%s/ (also /healthz, /metrics and /alerts/<route>)%s",
+                config.admin.listen,
+                "" if config.admin.users else "; read-only: no admin.users",
+            )
         dispatch_stop, notify_stop, imap_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             dispatching = tg.create_task(dispatcher.run(dispatch_stop), name="dispatcher")

@@ -420,8 +420,16 @@ class ImapConfig(_Model):
 
 
 class AdminConfig(_Model):
-    #: ``host:port`` for ``/healthz`` and ``/metrics``; off when unset
+    #: ``host:port`` for the status page, ``/healthz``, ``/metrics`` and the alert webhook; off when unset
     listen: str | None = None
+    #: who may act on the status page (retry, cancel, mark as not sent): user → ``scrypt$…``
+    #: hash (``sms-bridge hash-password``); with none, the page is read-only
+    users: dict[str, SecretStr] = {}
+    #: failed logins from one address within ``lockout`` seconds before it is locked out for as long
+    login_failures: int = Field(default=5, ge=1)
+    lockout: float = Field(default=900.0, ge=1)
+    #: seconds a login lasts
+    session_ttl: float = Field(default=8 * 3600.0, ge=60)
 
     @field_validator("listen")
     @classmethod

@@ -80,6 +80,8 @@ class Dispatcher:
         self.rng = rng or random.Random()  # noqa: S311  (jitter, not secrets)
         self._wake = {name: asyncio.Event() for name in providers}
         self.pacing = {name: self._pacing(name) for name in providers}
+        #: each account's last provider call: (when, result, code), for the status page
+        self.last_result: dict[str, tuple[float, str, str]] = {}
         self._waiters: dict[str, _Waiter] = {}
         self.attempts = 0  # provider calls made (for metrics and the benchmark)
 
@@ -218,6 +220,7 @@ class Dispatcher:
             in_flight.release()
 
     def _called(self, account: str, began: float, result: str, code: str) -> None:
+        self.last_result[account] = (time.time(), result, code)
         self.metrics.provider_latency.labels(account).observe(time.monotonic() - began)
         self.metrics.provider_calls.labels(account, result, code or "-").inc()
 

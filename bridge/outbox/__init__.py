@@ -23,7 +23,18 @@ from bridge.outbox.sqlite import (
     op_requeue,
     op_unclaim,
 )
-from bridge.outbox.states import FINAL, MAYBE_SENT, NOTIFIED, REFUSED, UNANSWERABLE, UNRESOLVED, Notice, State
+from bridge.outbox.states import (
+    CANCELLABLE,
+    FINAL,
+    MAYBE_SENT,
+    NOTIFIED,
+    REFUSED,
+    RETRYABLE,
+    UNANSWERABLE,
+    UNRESOLVED,
+    Notice,
+    State,
+)
 from bridge.outbox.types import (
     Accepted,
     Delivery,
@@ -37,14 +48,17 @@ from bridge.outbox.types import (
     Rejection,
     RejectionRow,
     Row,
+    Search,
     new_mail_id,
 )
 
 __all__ = [
+    "CANCELLABLE",
     "FINAL",
     "MAYBE_SENT",
     "NOTIFIED",
     "REFUSED",
+    "RETRYABLE",
     "UNANSWERABLE",
     "UNRESOLVED",
     "Accepted",
@@ -64,6 +78,7 @@ __all__ = [
     "Rejection",
     "RejectionRow",
     "Row",
+    "Search",
     "SqliteOutbox",
     "State",
     "connect",

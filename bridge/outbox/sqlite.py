@@ -45,6 +45,7 @@ from bridge.outbox.types import (
     Rejection,
     RejectionRow,
     Row,
+    Search,
     batch_key,
     new_mail_id,
 )
@@ -566,6 +567,41 @@ def op_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return counts
 
 
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def op_search(conn: sqlite3.Connection, search: Search) -> list[Row]:
+    """Rows matching every filter given, newest first."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (("state", search.state), ("route", search.route), ("client", search.client)):
+        if value:
+            where.append(f"{column} = ?")
+            args.append(str(value))
+    if search.since is not None:
+        where.append("created >= ?")
+        args.append(search.since)
+    if search.until is not None:
+        where.append("created < ?")
+        args.append(search.until)
+    if search.text:
+        where.append("(id LIKE ? ESCAPE '\\' OR message_id = ? OR mail_from = ? COLLATE NOCASE)")
+        args += [_like(search.text) + "%", search.text, search.text]
+    clauses = " WHERE " + " AND ".join(where) if where else ""
+    sql = f"SELECT * FROM sms{clauses} ORDER BY created DESC, id LIMIT ?"  # noqa: S608  (fixed clauses; values are parameters)
+    return [_row(r) for r in conn.execute(sql, (*args, search.limit))]
+
+
+def op_recent_problems(conn: sqlite3.Connection, since: float) -> dict[str, int]:
+    """Failed, unknown and expired SMS that ended since ``since``, by state."""
+    recs = conn.execute(
+        "SELECT state, count(*) FROM sms WHERE state IN ('failed', 'unknown', 'expired') AND updated >= ? GROUP BY state",
+        (since,),
+    )
+    return {state: count for state, count in recs}
+
+
 def op_oldest_queued(conn: sqlite3.Connection) -> float | None:
     """When the oldest SMS still waiting to be sent was accepted."""
     rec = conn.execute("SELECT min(created) FROM sms WHERE state IN ('queued', 'claimed')").fetchone()
@@ -791,6 +827,12 @@ class SqliteOutbox:
 
     async def oldest_queued(self) -> float | None:
         return await self.run(op_oldest_queued)
+
+    async def search(self, search: Search) -> list[Row]:
+        return await self.run(lambda c: op_search(c, search))
+
+    async def recent_problems(self, since: float) -> dict[str, int]:
+        return await self.run(lambda c: op_recent_problems(c, since))
 
     async def mark_sending(self, ids: Sequence[str]) -> None:
         await self.run(lambda c: op_mark_sending(c, ids, time.time()))

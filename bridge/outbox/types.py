@@ -97,6 +97,21 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Search:
+    """A filter over the outbox, for the status page; every value is bound as a parameter."""
+
+    state: State | None = None
+    route: str | None = None
+    client: str | None = None
+    #: accepted at or after / before (Unix time)
+    since: float | None = None
+    until: float | None = None
+    #: an id (or its start), a Message-ID or a sender address
+    text: str = ""
+    limit: int = 100
+
+
+@dataclass(frozen=True)
 class Event:
     """One line of a message's history."""
 
@@ -198,6 +213,8 @@ class Outbox(Protocol):
     async def pending_operator(self, limit: int = 500) -> tuple[list[Row], list[RejectionRow]]: ...
     async def set_operator(self, ids: Sequence[str], rejection_ids: Sequence[str], notice: Notice) -> None: ...
     async def history(self, sms_id: str) -> list[Event]: ...
+    async def search(self, search: Search) -> list[Row]: ...
+    async def recent_problems(self, since: float) -> dict[str, int]: ...
     async def act(self, action: str, ident: str, actor: str) -> list[str]: ...
     async def prune(self, before: float) -> int: ...
     async def pending_notices(self, limit: int = 50) -> list[Row]: ...
