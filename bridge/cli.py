@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -17,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__
-from bridge.config import Config, RouteConfig, load, parse_host_port
+from bridge.config import Config, RouteConfig, load, parse_host_port, read_env_file
 from bridge.config import warnings as config_warnings
 from bridge.errors import AmbiguousDelivery, BridgeError, ConfigError, DeliveryError, TransientDelivery
 from bridge.intake import decide
-from bridge.logs import setup_logging
+from bridge.logs import set_level, setup_logging
 from bridge.mail import parse_mail
 from bridge.model import Draft, Problem, SmsRequest, Verdict
 from bridge.outbox import Event, Notice, Row, State
@@ -35,13 +36,46 @@ EX_CONFIG = 78
 log = logging.getLogger("bridge")
 
 
-def _load_config(path: str) -> Config:
-    return load(path)
+DEFAULT_CONFIG = "/etc/sms-bridge/config.yaml"
+DEFAULT_ENV_FILE = "/etc/sms-bridge/env"
+
+
+def config_path(args: argparse.Namespace) -> str:
+    """``-c``, else ``$SMS_BRIDGE_CONFIG``, else ``/etc/sms-bridge/config.yaml``."""
+    return str(args.config or os.environ.get("SMS_BRIDGE_CONFIG") or DEFAULT_CONFIG)
+
+
+def environment(args: argparse.Namespace) -> dict[str, str]:
+    """The process environment, with what ``--env-file`` (default ``/etc/sms-bridge/env``
+    when it exists and is readable) adds: the service's secrets, for CLI commands too."""
+    env = dict(os.environ)
+    path = args.env_file
+    if path is None:
+        path = DEFAULT_ENV_FILE if os.access(DEFAULT_ENV_FILE, os.R_OK) else ""
+    if path:
+        try:
+            values = read_env_file(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([Problem(path, f"cannot be read: {getattr(exc, 'strerror', None) or exc}")]) from None
+        env = values | env  # what the shell sets wins over the file
+    return env
+
+
+def _load_config(args: argparse.Namespace, *, secrets: bool = True) -> Config:
+    """The config; for a command that needs no provider secret (``secrets=False``), an
+    environment variable that is not set is only named as a warning."""
+    missing: list[Problem] | None = None if secrets else []
+    config = load(config_path(args), env=environment(args), missing=missing)
+    for problem in missing or ():
+        print(f"sms-bridge: warning: {problem.field}: {problem.message} (not needed for this command)", file=sys.stderr)
+    if args.log_level is None:
+        set_level(config.logging.level)
+    return config
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load_config(args.config)
-    print(f"{args.config}: OK ({len(config.accounts)} account(s), {len(config.routes)} route(s))")
+    config = _load_config(args, secrets=not args.no_env)
+    print(f"{config_path(args)}: OK ({len(config.accounts)} account(s), {len(config.routes)} route(s))")
     for name, route in config.routes.items():
         serves = ", ".join(route.recipients) if route.recipients else ""
         if route.domain:
@@ -95,7 +129,7 @@ def print_verdict(verdict: Verdict) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load_config(args.config)
+    config = _load_config(args, secrets=False)
     if args.message == "-":
         raw = sys.stdin.buffer.read()
     else:
@@ -158,7 +192,7 @@ async def _send_chunks(provider: Provider, request: SmsRequest, test: bool) -> i
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    config = _load_config(args.config)
+    config = _load_config(args)
     _account(config, args.account)
     account = config.accounts[args.account]
     numbers = tuple(n for item in args.to for n in item.split(",") if n.strip())
@@ -188,7 +222,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_balance(args: argparse.Namespace) -> int:
-    config = _load_config(args.config)
+    config = _load_config(args)
     names = [args.account] if args.account else list(config.accounts)
     for name in names:
         _account(config, name)
@@ -214,7 +248,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
 
 
 def cmd_senders(args: argparse.Namespace) -> int:
-    config = _load_config(args.config)
+    config = _load_config(args)
     _account(config, args.account)
 
     async def run() -> int:
@@ -281,7 +315,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.app import serve  # noqa: PLC0415
 
-    config = _load_config(args.config)
+    config = _load_config(args)
     try:
         asyncio.run(serve(config))
     except BridgeError as exc:
@@ -319,7 +353,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 def cmd_imap_check(args: argparse.Namespace) -> int:
     from bridge.ingress.imap import ImapFailure, check  # noqa: PLC0415
 
-    config = _load_config(args.config)
+    config = _load_config(args)
     if not config.imap:
         print("no mailboxes are configured (imap:)")
         return 0
@@ -410,7 +444,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     from bridge import outbox  # noqa: PLC0415
     from bridge.dispatch import numbers_for_log  # noqa: PLC0415
 
-    config = _load_config(args.config)
+    config = _load_config(args, secrets=False)
     path = Path(config.queue.path)
     if not path.exists():
         print(f"sms-bridge: no outbox at {path} yet (queue.path); start the bridge first", file=sys.stderr)
@@ -459,20 +493,56 @@ def cmd_queue(args: argparse.Namespace) -> int:
         conn.close()
 
 
+def _with_common(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Every (sub)command takes the common options, before or after its name."""
+    real_add = sub.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = real_add(name, parents=[common], **kwargs)
+        return parser
+
+    sub.add_parser = add_parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sms-bridge", description="An email-to-SMS bridge for KwtSMS and OpenTech.")
+    # -c, --env-file and --log-level are taken before or after the command
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"the YAML config file (default: $SMS_BRIDGE_CONFIG, else {DEFAULT_CONFIG})",
+    )
+    common.add_argument(
+        "--env-file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"KEY=VALUE secrets for ${{NAME}} in the config, as systemd reads them "
+        f"(default: {DEFAULT_ENV_FILE} when readable; '' for none)",
+    )
+    common.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=argparse.SUPPRESS,
+        help="the least severe level logged (default: the config's logging.level, INFO)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="sms-bridge", description="An email-to-SMS bridge for KwtSMS and OpenTech.", parents=[common]
+    )
     parser.add_argument("--version", action="version", version=f"sms-bridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def config_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config file")
+    _with_common(sub, common)
 
     p = sub.add_parser("check-config", help="read the config and report every problem")
-    config_arg(p)
+    p.add_argument(
+        "--no-env",
+        action="store_true",
+        help="do not fail on ${NAME} variables that are not set (secrets kept elsewhere)",
+    )
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("check", help="parse and validate one message without sending it")
-    config_arg(p)
     p.add_argument("message", metavar="MESSAGE.eml", help="the message file, or - for standard input")
     p.add_argument(
         "--rcpt", action="append", metavar="ADDRESS", help="an envelope recipient (repeatable; default: To: and Cc:)"
@@ -482,7 +552,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("send", help="validate one SMS exactly as mail is validated, then make one provider call")
-    config_arg(p)
     p.add_argument("--account", required=True, help="the account to send with")
     p.add_argument(
         "--to", required=True, nargs="+", action="extend", metavar="NUMBER", help="numbers (also comma-separated)"
@@ -494,29 +563,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("balance", help="ask the provider for the account balance")
-    config_arg(p)
     p.add_argument("--account", default=None, help="one account (default: all)")
     p.set_defaults(func=cmd_balance)
 
     p = sub.add_parser("senders", help="list the sender IDs the provider allows the account")
-    config_arg(p)
     p.add_argument("--account", required=True)
     p.set_defaults(func=cmd_senders)
 
     p = sub.add_parser("serve", help="run the bridge: SMTP in, outbox, dispatch")
-    config_arg(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("hash-password", help="print a hash for clients.<name>.password (reads the password)")
     p.set_defaults(func=cmd_hash_password)
 
     p = sub.add_parser("imap-check", help="log in to each configured mailbox and report, taking nothing")
-    config_arg(p)
     p.set_defaults(func=cmd_imap_check)
 
     p = sub.add_parser("queue", help="look at and act on the outbox")
-    config_arg(p)
     qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _with_common(qsub, common)
     q = qsub.add_parser("list", help="recent messages, newest first")
     q.add_argument("--state", choices=[s.value for s in State])
     q.add_argument("--limit", type=int, default=50)
@@ -556,7 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
+    for name in ("config", "env_file", "log_level"):  # the common options, wherever given
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    setup_logging(args.log_level or logging.INFO)
     try:
         result: int = args.func(args)
     except ConfigError as exc:

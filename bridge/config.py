@@ -437,6 +437,11 @@ class AdminConfig(_Model):
         return None if value is None else _check_listen(value)
 
 
+class LoggingConfig(_Model):
+    #: the least severe level logged (``--log-level`` overrides it)
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
 class SimulatorConfig(_Model):
     #: run ``sms-bridge simulate`` inside the bridge (for trying the bridge out)
     enabled: bool = False
@@ -462,6 +467,7 @@ class Config(_Model):
     notify: NotifyConfig = NotifyConfig()
     admin: AdminConfig = AdminConfig()
     simulator: SimulatorConfig = SimulatorConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @field_validator("aliases")
     @classmethod
@@ -469,7 +475,9 @@ class Config(_Model):
         return {k.lower(): v for k, v in value.items()}
 
 
-def _substitute(node: Any, path: str, env: Mapping[str, str], problems: list[Problem]) -> Any:
+def _substitute(
+    node: Any, path: str, env: Mapping[str, str], problems: list[Problem], missing: list[Problem] | None
+) -> Any:
     if isinstance(node, str):
 
         def repl(match: re.Match[str]) -> str:
@@ -478,15 +486,34 @@ def _substitute(node: Any, path: str, env: Mapping[str, str], problems: list[Pro
                 return env[name]
             if default is not None:
                 return default
-            problems.append(Problem(path, f"environment variable {name} is not set"))
+            (problems if missing is None else missing).append(Problem(path, f"environment variable {name} is not set"))
             return ""
 
         return _ENV.sub(repl, node)
     if isinstance(node, dict):
-        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env, problems) for k, v in node.items()}
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env, problems, missing) for k, v in node.items()}
     if isinstance(node, list):
-        return [_substitute(v, f"{path}.{i}", env, problems) for i, v in enumerate(node)]
+        return [_substitute(v, f"{path}.{i}", env, problems, missing) for i, v in enumerate(node)]
     return node
+
+
+def read_env_file(path: str | Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines as systemd's ``EnvironmentFile=`` reads them: ``#`` and ``;``
+    comments, optional ``export``, values optionally in single or double quotes."""
+    values: dict[str, str] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        line = line.removeprefix("export ").strip()
+        key, eq, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
 
 
 def _pydantic_problems(exc: ValidationError) -> list[Problem]:
@@ -632,8 +659,13 @@ def warnings(config: Config) -> list[str]:
     return out
 
 
-def load_text(text: str, *, env: Mapping[str, str] | None = None, source: str = "config") -> Config:
-    """Parse a YAML document into a :class:`Config`, or raise :class:`ConfigError`."""
+def load_text(
+    text: str, *, env: Mapping[str, str] | None = None, source: str = "config", missing: list[Problem] | None = None
+) -> Config:
+    """Parse a YAML document into a :class:`Config`, or raise :class:`ConfigError`.
+
+    ``missing``: collect environment variables that are not set there, as empty
+    values, instead of failing (for commands that need no secret)."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -646,7 +678,7 @@ def load_text(text: str, *, env: Mapping[str, str] | None = None, source: str = 
     if not isinstance(raw, dict):
         raise ConfigError([Problem(source, "must be a mapping of keys (smtp:, accounts:, routes:, ...)")])
     problems: list[Problem] = []
-    data = _substitute(raw, "", os.environ if env is None else env, problems)
+    data = _substitute(raw, "", os.environ if env is None else env, problems, missing)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -657,7 +689,7 @@ def load_text(text: str, *, env: Mapping[str, str] | None = None, source: str = 
     return config
 
 
-def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+def load(path: str | Path, *, env: Mapping[str, str] | None = None, missing: list[Problem] | None = None) -> Config:
     """Read and parse the config file at ``path``."""
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -665,4 +697,4 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError([Problem(str(path), f"cannot be read: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError:
         raise ConfigError([Problem(str(path), "is not UTF-8 text")]) from None
-    return load_text(text, env=env, source=str(path))
+    return load_text(text, env=env, source=str(path), missing=missing)

@@ -65,6 +65,14 @@ def ascii_reply(text: str, limit: int = 400) -> str:
     return out[:limit]
 
 
+def peer_text(peer: Any) -> str:
+    """``127.0.0.1:40624`` or ``[::1]:40624``, as people write a peer."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = str(peer[0])
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    return str(peer or "?")
+
+
 def multiline(code: str, enhanced: str, lines: list[str]) -> str:
     lines = [ascii_reply(line) for line in lines] or [""]
     head = [f"{code}-{enhanced} {line}" for line in lines[:-1]]
@@ -200,7 +208,7 @@ class Handler:
             "auth %s user=%s peer=%s",
             "ok" if ok else "failed",
             user,
-            session.peer,
+            peer_text(session.peer),
         )
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
@@ -220,12 +228,12 @@ class Handler:
                 self.metrics.refused("smtp", "mail", "auth")
                 return "530 5.7.0 Authentication required"
             self.metrics.refused("smtp", "mail", "client")
-            log.warning("refused peer=%s user=%s: no client matches", session.peer, self._peer(session).user)
+            log.warning("refused peer=%s user=%s: no client matches", peer_text(session.peer), self._peer(session).user)
             return "550 5.7.1 This client may not send through this bridge"
         name, client = found
         if not sender_allowed(client, address):
             self.metrics.refused("smtp", "mail", "sender")
-            log.warning("refused peer=%s client=%s: sender %s not allowed", session.peer, name, address)
+            log.warning("refused peer=%s client=%s: sender %s not allowed", peer_text(session.peer), name, address)
             return f"550 5.7.1 Sender <{ascii_reply(address, 200)}> is not allowed for this client"
         self._clients[envelope] = name
         envelope.mail_from = address
@@ -258,7 +266,7 @@ class Handler:
         try:
             return await self._data(session, envelope)
         except Exception:
-            log.exception("internal error while accepting mail from %s", session.peer)
+            log.exception("internal error while accepting mail from %s", peer_text(session.peer))
             return "451 4.3.0 Internal error; the message was not accepted, try again later"
         finally:
             self.in_data -= 1
@@ -275,7 +283,7 @@ class Handler:
         verdict = decide(mail, self.config)
         if not verdict.ok:
             self.metrics.refused("smtp", "data", "field")
-            log.info("rejected from=%s peer=%s: %s", mail_from, session.peer, "; ".join(map(str, verdict.problems)))
+            log.info("rejected from=%s peer=%s: %s", mail_from, peer_text(session.peer), "; ".join(map(str, verdict.problems)))
             return multiline("550", "5.6.0", [f"{p.field}: {p.message}" for p in verdict.problems])
         client_name = self._clients.get(envelope, "")
         admission = await admit(
