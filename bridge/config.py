@@ -58,6 +58,8 @@ class ListenerConfig(_Model):
     tls: Literal["none", "starttls", "implicit"] | None = None
     #: allow AUTH without TLS on this listener (for LAN devices that cannot do TLS)
     plaintext_auth: bool = False
+    #: lines ending in a bare LF: read as CRLF (``normalize``, as Postfix 3.9) or refused (``reject``)
+    bare_lf: Literal["normalize", "reject"] = "normalize"
 
     @field_validator("address")
     @classmethod
@@ -340,6 +342,8 @@ class RouteConfig(_Model):
     sender: str | None = None
     #: ``queued``: 250 once stored; ``delivered``: hold the reply while the first attempt runs
     ack: Literal["queued", "delivered"] = "queued"
+    #: mail with lines that ended in a bare LF: accepted (``normalize``) or refused (``reject``)
+    bare_lf: Literal["normalize", "reject"] = "normalize"
     #: seconds a ``delivered`` reply waits before answering ``250 queued``
     ack_timeout: float = Field(default=10.0, gt=0, le=120)
 

@@ -33,9 +33,10 @@ import ssl
 import weakref
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
 from bridge.access import (
     Peer,
@@ -49,6 +50,7 @@ from bridge.config import Config, ListenerConfig
 from bridge.dispatch import Dispatcher, Outcome
 from bridge.guard import AuthGuard
 from bridge.ingress.accept import admit
+from bridge.ingress.lineends import LineEnds
 from bridge.intake import decide
 from bridge.mail import parse_mail
 from bridge.outbox import REFUSED, Notice, Outbox, State
@@ -100,9 +102,13 @@ class ConnectionLimits:
         self.sessions: set[BridgeSMTP] = set()
 
     def close_all(self) -> None:
+        """Shutdown: every open session is told ``421 4.3.2`` before its connection closes."""
         for protocol in list(self.sessions):
-            if protocol.transport is not None:
-                protocol.transport.close()
+            transport = protocol.transport
+            if transport is not None and not transport.is_closing():
+                if isinstance(transport, asyncio.WriteTransport):
+                    transport.write(b"421 4.3.2 Service shutting down; try again later\r\n")
+                transport.close()
 
     def admit(self, ip: str) -> bool:
         if sum(self.open.values()) >= self.total or self.open[ip] >= self.per_client:
@@ -116,15 +122,97 @@ class ConnectionLimits:
             del self.open[ip]
 
 
-class BridgeSMTP(SMTP):
-    """aiosmtpd's SMTP with connection limits, AUTH slow-down and lockout."""
+class _Session(Session):
+    """aiosmtpd's session without its deprecated ``login_data``, which warns on every login."""
 
-    def __init__(self, handler: Any, *, limits: ConnectionLimits, guard: AuthGuard, **kwargs: Any) -> None:
+    @property
+    def login_data(self) -> Any:
+        return None
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """Credentials read by aiosmtpd, to be checked off the event loop."""
+
+    mechanism: str
+    data: Any
+
+
+class BridgeSMTP(SMTP):
+    """aiosmtpd's SMTP with connection limits, AUTH off the event loop with slow-down and
+    lockout, bare line feeds read as CRLF (never as an end of data), and STARTTLS only once,
+    after EHLO, with a failed handshake logged in one line."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        limits: ConnectionLimits,
+        guard: AuthGuard,
+        bare_lf: str = "normalize",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._limits = limits
         self._guard = guard
         self._peer_ip: str | None = None
         self._refused = False
+        self.line_ends: LineEnds | None = LineEnds() if bare_lf == "normalize" else None
+        self.max_size = kwargs.get("data_size_limit") or 0
+
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
+
+    def data_received(self, data: bytes) -> None:
+        if self.line_ends is not None:
+            data = self.line_ends.feed(data)
+        super().data_received(data)
+
+    async def push(self, status: AnyStr) -> None:
+        text = status.decode("ascii", "replace") if isinstance(status, bytes) else status
+        if text.startswith("552 Error: Too much mail data"):
+            text = f"552 5.3.4 Message too big; at most {self.max_size} bytes are accepted"
+        elif text.startswith("500 Line too long"):
+            text = "500 5.5.2 Line too long; lines may have at most 998 characters (RFC 5321)"
+        await super().push(text)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self._tls_protocol is not None:
+            await self.push("503 5.5.1 TLS is already active")
+            return
+        if self.session is None or not self.session.extended_smtp:
+            await self.push("503 5.5.1 Send EHLO first")
+            return
+        try:
+            await super().smtp_STARTTLS(arg)
+        except TLSSetupException as exc:
+            cause = exc.__cause__
+            reason = getattr(cause, "reason", None) or type(cause).__name__ if cause else "handshake failed"
+            log.info("TLS handshake failed peer=%s: %s", peer_text(self.session.peer), reason)
+            if self.transport is not None:
+                self.transport.close()
+            self.connection_lost(None)
+
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        # aiosmtpd calls this synchronously; the scrypt check runs in auth_* below instead
+        return AuthResult(success=False, handled=False, auth_data=_Pending(mechanism, auth_data))
+
+    async def _checked(self, result: AuthResult) -> AuthResult:
+        pending = result.auth_data
+        if not isinstance(pending, _Pending) or self.session is None:
+            return result
+        handler: Handler = self.event_handler
+        return await handler.authenticate_async(self.session, pending.data)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_LOGIN(_, args))
 
     async def smtp_AUTH(self, arg: str) -> None:
         ip = self._peer_ip or "?"
@@ -186,8 +274,15 @@ class Handler:
         self._clients: weakref.WeakKeyDictionary[Envelope, str] = weakref.WeakKeyDictionary()
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}  # user → keyed digest of a password that passed scrypt
+        self._scrypt_slots = asyncio.Semaphore(2)
 
     def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+        """aiosmtpd's synchronous hook; :class:`BridgeSMTP` checks with :meth:`authenticate_async`."""
+        return AuthResult(success=False, handled=False)
+
+    async def authenticate_async(self, session: Session, data: Any) -> AuthResult:
+        """Check AUTH credentials: scrypt runs in a worker thread, at most a few at a time,
+        so a burst of bad logins never stalls the other sessions."""
         if not isinstance(data, LoginPassword):
             return AuthResult(success=False, handled=False)
         user = data.login.decode("utf-8", "replace")
@@ -198,9 +293,11 @@ class Handler:
             digest = hmac.new(self._key, given, "sha256").digest()
             if hmac.compare_digest(self._verified.get(user, b""), digest):
                 ok = True
-            elif verify_password(client.password.get_secret_value(), given):
-                self._verified[user] = digest
-                ok = True
+            else:
+                async with self._scrypt_slots:
+                    ok = await asyncio.to_thread(verify_password, client.password.get_secret_value(), given)
+                if ok:
+                    self._verified[user] = digest
         if not ok:
             self.metrics.refused("smtp", "auth", "credentials")
         log.log(
@@ -264,7 +361,7 @@ class Handler:
         self.in_data += 1
         self.idle.clear()
         try:
-            return await self._data(session, envelope)
+            return await self._data(server, session, envelope)
         except Exception:
             log.exception("internal error while accepting mail from %s", peer_text(session.peer))
             return "451 4.3.0 Internal error; the message was not accepted, try again later"
@@ -273,17 +370,42 @@ class Handler:
             if self.in_data == 0:
                 self.idle.set()
 
-    async def _data(self, session: Session, envelope: Envelope) -> str:
+    async def _data(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         mail_from = envelope.mail_from or ""
+        ends = server.line_ends if isinstance(server, BridgeSMTP) else None
+        smuggling = ends is not None and ends.smuggling
+        normalised = ends is not None and ends.normalised
+        if ends is not None:
+            ends.reset()
+        if smuggling:
+            self.metrics.refused("smtp", "data", "smuggling")
+            log.warning(
+                "refused from=%s peer=%s: a lone dot after a bare LF (SMTP smuggling)",
+                mail_from,
+                peer_text(session.peer),
+            )
+            return "550 5.6.0 A line with a lone dot ended in a bare LF; only CRLF.CRLF ends the data"
         if _BARE.search(raw):
             self.metrics.refused("smtp", "data", "smuggling")
             return "550 5.6.0 Bare CR or LF in the message; every line must end in CRLF"
+        if normalised:
+            strict = [
+                r for r in envelope.rcpt_tos if (found := route_for(r, self.config)) and found[1].bare_lf == "reject"
+            ]
+            if strict:
+                self.metrics.refused("smtp", "data", "smuggling")
+                return "550 5.6.0 Bare LF in the message; this address takes only lines that end in CRLF"
         mail = parse_mail(raw, mail_from=mail_from, rcpt_tos=envelope.rcpt_tos)
         verdict = decide(mail, self.config)
         if not verdict.ok:
             self.metrics.refused("smtp", "data", "field")
-            log.info("rejected from=%s peer=%s: %s", mail_from, peer_text(session.peer), "; ".join(map(str, verdict.problems)))
+            log.info(
+                "rejected from=%s peer=%s: %s",
+                mail_from,
+                peer_text(session.peer),
+                "; ".join(map(str, verdict.problems)),
+            )
             return multiline("550", "5.6.0", [f"{p.field}: {p.message}" for p in verdict.problems])
         client_name = self._clients.get(envelope, "")
         admission = await admit(
@@ -332,6 +454,9 @@ class Handler:
         return f"250 2.0.0 queued as {mail_id}"
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException | ConnectionError | ssl.SSLError):
+            log.info("connection ended: %s", type(error.__cause__ or error).__name__)
+            return "421 4.3.0 Connection problem"
         log.error("internal SMTP error: %s", type(error).__name__, exc_info=error)
         return "451 4.3.0 Internal error; try again later"
 
@@ -357,6 +482,7 @@ def protocol_factory(
             handler,
             limits=limits,
             guard=guard,
+            bare_lf=listener.bare_lf,
             hostname=config.smtp.hostname,
             data_size_limit=config.smtp.max_message_size,
             tls_context=context if listener.tls == "starttls" else None,
