@@ -573,6 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the bridge: SMTP in, outbox, dispatch")
     p.set_defaults(func=cmd_serve)
 
+    sub.add_parser(
+        "sendmail",
+        help="read a message on standard input and submit it to the bridge (sendmail's flags: -t, -f, -i, ...)",
+    )
+
     p = sub.add_parser("hash-password", help="print a hash for clients.<name>.password (reads the password)")
     p.set_defaults(func=cmd_hash_password)
 
@@ -619,8 +624,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def sendmail_main(argv: list[str], common: list[str]) -> int:
+    """``sms-bridge sendmail …`` and a ``sendmail`` symlink: sendmail's own flags, not argparse's."""
+    from bridge import sendmail  # noqa: PLC0415
+
+    try:
+        opts = sendmail.parse_args(argv)
+    except sendmail.Usage as exc:
+        print(f"sendmail: {exc}", file=sys.stderr)
+        return sendmail.EX_USAGE
+    parser = argparse.ArgumentParser(prog="sms-bridge", add_help=False)
+    parser.add_argument("-c", "--config", default=opts.config)
+    parser.add_argument("--env-file", default=None)
+    parser.add_argument("--log-level", default=None)
+    args, rest = parser.parse_known_args(common)
+    if rest:
+        print(f"sendmail: unknown option {rest[0]}", file=sys.stderr)
+        return sendmail.EX_USAGE
+    setup_logging(args.log_level or logging.WARNING)
+    try:
+        # the providers' secrets are not needed to hand a mail to the bridge
+        config = load(config_path(args), env=environment(args), missing=[])
+    except ConfigError as exc:
+        print(f"sendmail: {exc.describe()}", file=sys.stderr)
+        return EX_CONFIG
+    return sendmail.run(argv, config)
+
+
+COMMON_WITH_VALUE = ("-c", "--config", "--env-file", "--log-level")
+
+
+def _split_sendmail(argv: list[str]) -> tuple[list[str], list[str]] | None:
+    """(common options, sendmail's arguments) when the command is ``sendmail``; else None."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "sendmail":
+            return argv[:i], argv[i + 1 :]
+        if arg in COMMON_WITH_VALUE:
+            i += 2
+        elif arg.startswith(tuple(f"{o}=" for o in COMMON_WITH_VALUE if o.startswith("--"))):
+            i += 1
+        else:
+            return None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if argv is None and Path(sys.argv[0]).name == "sendmail":
+        return sendmail_main(args_list, [])
+    split = _split_sendmail(args_list)
+    if split is not None:
+        return sendmail_main(split[1], split[0])
+    args = build_parser().parse_args(args_list)
     for name in ("config", "env_file", "log_level"):  # the common options, wherever given
         if not hasattr(args, name):
             setattr(args, name, None)

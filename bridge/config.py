@@ -441,6 +441,23 @@ class AdminConfig(_Model):
         return None if value is None else _check_listen(value)
 
 
+class SendmailConfig(_Model):
+    """``sms-bridge sendmail``: where it submits, and for how long it retries."""
+
+    #: ``host:port`` of the bridge (default: the first ``smtp.listen``, wildcards as loopback)
+    server: str | None = None
+    #: seconds to keep trying while the bridge is unreachable or answers 4xx (then exit 75)
+    retry_for: float = Field(default=30.0, ge=0, le=3600)
+    #: an SMTP AUTH login, for a bridge that takes no unauthenticated local mail
+    user: str | None = None
+    password: SecretStr | None = None
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str | None) -> str | None:
+        return None if value is None else _check_listen(value)
+
+
 class LoggingConfig(_Model):
     #: the least severe level logged (``--log-level`` overrides it)
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -472,6 +489,7 @@ class Config(_Model):
     admin: AdminConfig = AdminConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     logging: LoggingConfig = LoggingConfig()
+    sendmail: SendmailConfig = SendmailConfig()
 
     @field_validator("aliases")
     @classmethod
