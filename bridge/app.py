@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import httpx
 from aiohttp import web
@@ -25,7 +26,7 @@ from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError, OutboxError
 from bridge.guard import AuthGuard
 from bridge.ingress.imap import MailboxWatcher
-from bridge.ingress.smtp import ConnectionLimits, Handler, protocol_factory, tls_context
+from bridge.ingress.smtp import ConnectionLimits, Handler, LmtpHandler, lmtp_factory, protocol_factory, tls_context
 from bridge.ingress.webhook import AlertWebhook
 from bridge.logs import quiet_noisy_loggers
 from bridge.metrics import Metrics
@@ -103,6 +104,35 @@ async def _bind(config: Config, handler: Handler, limits: ConnectionLimits, guar
     return servers
 
 
+def _address(server: asyncio.Server) -> tuple[str, int]:
+    name = server.sockets[0].getsockname()
+    return str(name[0]), int(name[1])
+
+
+def _clear_socket(path: Path) -> None:
+    """The socket's directory, and no stale socket left by a process that is gone."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_socket():
+        path.unlink()
+
+
+async def _bind_lmtp(config: Config, handler: LmtpHandler, limits: ConnectionLimits) -> asyncio.Server:
+    """The LMTP listener: TCP, or a Unix socket made with ``lmtp.socket_mode``."""
+    loop = asyncio.get_running_loop()
+    factory = lmtp_factory(config, handler, limits)
+    path = config.lmtp.socket_path()
+    try:
+        if path is None:
+            host, port = parse_host_port(config.lmtp.listen or "")
+            return await loop.create_server(factory, host, port, reuse_address=True)
+        _clear_socket(Path(path))
+        server = await loop.create_unix_server(factory, path)
+        Path(path).chmod(int(config.lmtp.socket_mode, 8))  # noqa: ASYNC240  (once, at start-up)
+        return server
+    except OSError as exc:
+        raise BridgeError(f"cannot listen on {config.lmtp.listen} (lmtp.listen): {exc.strerror or exc}") from exc
+
+
 async def housekeeping(config: Config, outbox: Outbox, stop: asyncio.Event) -> None:
     """Once an hour: forget final messages (and their history) older than ``queue.keep_days``."""
     while not stop.is_set():
@@ -173,7 +203,11 @@ async def serve(
         limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_client)
         guard = AuthGuard(config.smtp.auth_failures, config.smtp.auth_lockout)
         servers = await _bind(config, handler, limits, guard)
-        bound = [(str(s.sockets[0].getsockname()[0]), int(s.sockets[0].getsockname()[1])) for s in servers]
+        lmtp_handler = LmtpHandler(config, outbox, dispatcher, on_notice=notifier.wake)
+        if config.lmtp.listen:
+            servers.append(await _bind_lmtp(config, lmtp_handler, limits))
+            log.info("LMTP listening on %s", config.lmtp.listen)
+        bound = [_address(s) for s in servers if s.sockets and s.sockets[0].family != socket.AF_UNIX]
         log.info("sms-bridge %s listening on %s", __version__, ", ".join(f"{h}:{p}" for h, p in bound))
         watchers = [MailboxWatcher(box, config, outbox, dispatcher, on_notice=notifier.wake) for box in config.imap]
         if config.admin.listen:
@@ -208,13 +242,14 @@ async def serve(
             await stop.wait()
             notify_systemd("STOPPING=1")
             log.info("stopping: no new mail; finishing what is in flight (up to %.0f s)", grace)
-            handler.stopping = True
+            handler.stopping = lmtp_handler.stopping = True
             imap_stop.set()
             for server in servers:
                 server.close()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await handler.idle.wait()
+                    await lmtp_handler.idle.wait()
             limits.close_all()
             dispatch_stop.set()
             done, _ = await asyncio.wait([dispatching], timeout=grace)

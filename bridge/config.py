@@ -441,6 +441,37 @@ class AdminConfig(_Model):
         return None if value is None else _check_listen(value)
 
 
+class LmtpConfig(_Model):
+    """An LMTP listener, for an MTA (Postfix) that hands mail over per recipient."""
+
+    #: ``host:port``, or ``unix:/run/sms-bridge/lmtp.sock``; off when unset
+    listen: str | None = None
+    #: the Unix socket's permissions (octal): who on this machine may connect
+    socket_mode: str = "0666"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("unix:"):
+            path = value.removeprefix("unix:")
+            if not path.startswith("/"):
+                raise ValueError("give an absolute socket path: unix:/run/sms-bridge/lmtp.sock")
+            return value
+        return _check_listen(value)
+
+    @field_validator("socket_mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        if not re.fullmatch(r"0?[0-7]{3}", value):
+            raise ValueError("give an octal mode such as 0660")
+        return value
+
+    def socket_path(self) -> str | None:
+        return self.listen.removeprefix("unix:") if self.listen and self.listen.startswith("unix:") else None
+
+
 class SendmailConfig(_Model):
     """``sms-bridge sendmail``: where it submits, and for how long it retries."""
 
@@ -490,6 +521,7 @@ class Config(_Model):
     simulator: SimulatorConfig = SimulatorConfig()
     logging: LoggingConfig = LoggingConfig()
     sendmail: SendmailConfig = SendmailConfig()
+    lmtp: LmtpConfig = LmtpConfig()
 
     @field_validator("aliases")
     @classmethod

@@ -370,16 +370,30 @@ class Handler:
             if self.in_data == 0:
                 self.idle.set()
 
+    via = "smtp"
+
+    def _line_flags(self, server: SMTP) -> tuple[bool, bool]:
+        """(smuggling, normalised) for the message just read; reset for the next one."""
+        ends = server.line_ends if isinstance(server, BridgeSMTP) else None
+        if ends is None:
+            return False, False
+        flags = (ends.smuggling, ends.normalised)
+        ends.reset()
+        return flags
+
     async def _data(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        smuggling, normalised = self._line_flags(server)
+        return await self._accept(session, envelope, smuggling=smuggling, normalised=normalised)
+
+    async def _accept(
+        self, session: Session, envelope: Envelope, *, smuggling: bool, normalised: bool, salt: str = ""
+    ) -> str:
+        """One message for ``envelope.rcpt_tos``: the reply (``salt`` keeps LMTP's
+        per-recipient copies apart in the resubmission check)."""
         raw = envelope.original_content or b""
         mail_from = envelope.mail_from or ""
-        ends = server.line_ends if isinstance(server, BridgeSMTP) else None
-        smuggling = ends is not None and ends.smuggling
-        normalised = ends is not None and ends.normalised
-        if ends is not None:
-            ends.reset()
         if smuggling:
-            self.metrics.refused("smtp", "data", "smuggling")
+            self.metrics.refused(self.via, "data", "smuggling")
             log.warning(
                 "refused from=%s peer=%s: a lone dot after a bare LF (SMTP smuggling)",
                 mail_from,
@@ -387,19 +401,19 @@ class Handler:
             )
             return "550 5.6.0 A line with a lone dot ended in a bare LF; only CRLF.CRLF ends the data"
         if _BARE.search(raw):
-            self.metrics.refused("smtp", "data", "smuggling")
+            self.metrics.refused(self.via, "data", "smuggling")
             return "550 5.6.0 Bare CR or LF in the message; every line must end in CRLF"
         if normalised:
             strict = [
                 r for r in envelope.rcpt_tos if (found := route_for(r, self.config)) and found[1].bare_lf == "reject"
             ]
             if strict:
-                self.metrics.refused("smtp", "data", "smuggling")
+                self.metrics.refused(self.via, "data", "smuggling")
                 return "550 5.6.0 Bare LF in the message; this address takes only lines that end in CRLF"
         mail = parse_mail(raw, mail_from=mail_from, rcpt_tos=envelope.rcpt_tos)
         verdict = decide(mail, self.config)
         if not verdict.ok:
-            self.metrics.refused("smtp", "data", "field")
+            self.metrics.refused(self.via, "data", "field")
             log.info(
                 "rejected from=%s peer=%s: %s",
                 mail_from,
@@ -415,8 +429,8 @@ class Handler:
             client_name=client_name,
             mail=mail,
             verdict=verdict,
-            via="smtp",
-            fingerprint=fingerprint(mail.message_id, mail_from, raw),
+            via=self.via,
+            fingerprint=fingerprint(mail.message_id, mail_from + salt, raw),
         )
         if admission.kind == "refused":
             return multiline("550", "5.7.1", [f"{p.field}: {p.message}" for p in admission.problems])
@@ -459,6 +473,66 @@ class Handler:
             return "421 4.3.0 Connection problem"
         log.error("internal SMTP error: %s", type(error).__name__, exc_info=error)
         return "451 4.3.0 Internal error; try again later"
+
+
+class LmtpHandler(Handler):
+    """LMTP (RFC 2033): the same clients, validation and outbox, no AUTH, and after DATA
+    one reply per recipient, so that the MTA bounces exactly the recipients refused.
+    A connection over a Unix socket counts as from this machine (127.0.0.1)."""
+
+    via = "lmtp"
+
+    def _peer(self, session: Session) -> Peer:
+        peer = super()._peer(session)
+        return peer if peer.ip else Peer(ip="127.0.0.1", user=peer.user)
+
+    async def _data(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        smuggling, normalised = self._line_flags(server)
+        client = self._clients.get(envelope)
+        replies = []
+        for rcpt in envelope.rcpt_tos:
+            one = Envelope()
+            one.mail_from = envelope.mail_from
+            one.mail_options = list(envelope.mail_options)
+            one.rcpt_tos = [rcpt]
+            one.original_content = envelope.original_content
+            if client is not None:
+                self._clients[one] = client
+            reply = await self._accept(session, one, smuggling=smuggling, normalised=normalised, salt=f"\x00{rcpt}")
+            replies.append(reply)
+        return "\r\n".join(replies)
+
+
+class BridgeLMTP(BridgeSMTP):
+    """LHLO instead of HELO/EHLO (aiosmtpd's LMTP, on top of the bridge's protocol)."""
+
+    show_smtp_greeting = False
+
+    async def smtp_LHLO(self, arg: str) -> None:
+        await super().smtp_EHLO(arg)
+
+    async def smtp_HELO(self, arg: str) -> None:
+        await self.push("500 5.5.1 This is LMTP: say LHLO")
+
+    async def smtp_EHLO(self, arg: str) -> None:
+        await self.push("500 5.5.1 This is LMTP: say LHLO")
+
+
+def lmtp_factory(config: Config, handler: LmtpHandler, limits: ConnectionLimits) -> Callable[[], BridgeLMTP]:
+    def factory() -> BridgeLMTP:
+        return BridgeLMTP(
+            handler,
+            limits=limits,
+            guard=AuthGuard(1, 1),
+            hostname=config.smtp.hostname,
+            data_size_limit=config.smtp.max_message_size,
+            timeout=config.smtp.timeout,
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
+            authenticator=handler.authenticate,
+            ident=f"sms-bridge {config.smtp.hostname}",
+        )
+
+    return factory
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
