@@ -105,7 +105,7 @@ def send_and_wait(smtp_port: int, sim_port: int) -> list[dict[str, object]]:
                 raise
             time.sleep(0.2)
     while True:
-        with urllib.request.urlopen(f"http://127.0.0.1:{sim_port}/_sim/messages", timeout=10) as reply:  # noqa: S310  (loopback simulator)
+        with urllib.request.urlopen(f"http://127.0.0.1:{sim_port}/_sim/messages", timeout=10) as reply:
             delivered: list[dict[str, object]] = json.load(reply)
         if delivered or time.monotonic() > deadline:
             return delivered
