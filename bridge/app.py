@@ -23,7 +23,7 @@ from bridge.aio import wait_any
 from bridge.config import Config, parse_host_port
 from bridge.config import warnings as config_warnings
 from bridge.dispatch import Dispatcher
-from bridge.errors import BridgeError, OutboxError
+from bridge.errors import BridgeError, ConfigError, OutboxError
 from bridge.guard import AuthGuard
 from bridge.ingress.imap import MailboxWatcher
 from bridge.ingress.smtp import ConnectionLimits, Handler, LmtpHandler, lmtp_factory, protocol_factory, tls_context
@@ -152,33 +152,40 @@ async def serve(
     stop: asyncio.Event | None = None,
     ready: Callable[[list[tuple[str, int]]], None] | None = None,
     handle_signals: bool = True,
+    reload: Callable[[], Config] | None = None,
+    hup: asyncio.Event | None = None,
 ) -> None:
     """Run the bridge until ``stop`` is set (or SIGTERM/SIGINT), then drain and return.
 
     SMTP server, dispatcher and notifier live in one task group: if one of them
     fails, the others are cancelled and the error propagates (the process
     exits non-zero and systemd restarts it; nothing acknowledged is lost).
+
+    SIGHUP (``systemctl reload``), or ``hup`` being set, re-reads the config with
+    ``reload``: a config with problems is refused with a log line and the running
+    one kept; a good one replaces listeners, routes, accounts, clients and limits.
+    The outbox stays open throughout, so nothing queued is dropped or resent.
     """
     stop = stop or asyncio.Event()
+    hup = hup or asyncio.Event()
     loop = asyncio.get_running_loop()
     quiet_noisy_loggers()
     # The outbox writer thread needs the GIL back quickly after each commit; with the
     # default 5 ms switch interval a busy event loop makes every 250 wait for it.
     sys.setswitchinterval(0.0005)
-    grace = config.dispatch.grace
     async with AsyncExitStack() as stack:
         if handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
                 stack.callback(loop.remove_signal_handler, sig)
+            if reload is not None:
+                loop.add_signal_handler(signal.SIGHUP, hup.set)
+                stack.callback(loop.remove_signal_handler, signal.SIGHUP)
         outbox = await stack.enter_async_context(
             SqliteOutbox(config.queue.path, dedupe_window=config.queue.dedupe_window)
         )
         at_least_once = [n for n, a in config.accounts.items() if a.at_least_once]
-        for warning in config_warnings(config):
-            log.warning("%s", warning)
         recovered = await outbox.start_up(at_least_once=at_least_once)
-        balances = await outbox.balances()
         if any(recovered.values()):
             log.warning(
                 "recovered after an unclean stop: %d requeued, %d unknown (may have been sent), %d queued again (at-least-once)",
@@ -186,9 +193,58 @@ async def serve(
                 recovered["unknown"],
                 recovered["resent"],
             )
+        metrics = Metrics()
+        first = True
+        while True:
+            new = await _run(config, outbox, metrics, stop, hup, reload, ready if first else None)
+            first = False
+            if new is None:
+                break
+            if new.queue.path != config.queue.path:
+                log.warning("queue.path changed; the outbox moves only with a restart (systemctl restart sms-bridge)")
+            config = new
+            log.info("reloaded the configuration: %d account(s), %d route(s)", len(config.accounts), len(config.routes))
+    log.info("stopped")
+
+
+async def _next_config(stop: asyncio.Event, hup: asyncio.Event, reload: Callable[[], Config] | None) -> Config | None:
+    """Wait for a stop (None) or a reload whose config is valid (the new config)."""
+    while True:
+        await wait_any(stop, hup, seconds=None)
+        if stop.is_set():
+            return None
+        hup.clear()
+        if reload is None:
+            continue
+        try:
+            new = await asyncio.to_thread(reload)
+        except ConfigError as exc:
+            log.error("reload refused; keeping the running configuration. %s", exc.describe())
+            continue
+        except BridgeError as exc:
+            log.error("reload refused; keeping the running configuration: %s", exc)
+            continue
+        notify_systemd("RELOADING=1")
+        return new
+
+
+async def _run(
+    config: Config,
+    outbox: SqliteOutbox,
+    metrics: Metrics,
+    stop: asyncio.Event,
+    hup: asyncio.Event,
+    reload: Callable[[], Config] | None,
+    ready: Callable[[list[tuple[str, int]]], None] | None,
+) -> Config | None:
+    """Everything but the outbox, on one config: until a stop (None) or a good reload (its config)."""
+    grace = config.dispatch.grace
+    for warning in config_warnings(config):
+        log.warning("%s", warning)
+    async with AsyncExitStack() as stack:
+        balances = await outbox.balances()
         await stack.enter_async_context(in_process_simulator(config))
         providers = await stack.enter_async_context(open_providers(config))
-        metrics = Metrics()
         notifier = Notifier(config, outbox, metrics)
         dispatcher = Dispatcher(
             config,
@@ -239,9 +295,15 @@ async def serve(
             notify_systemd("READY=1")
             if ready is not None:
                 ready(bound)
-            await stop.wait()
-            notify_systemd("STOPPING=1")
-            log.info("stopping: no new mail; finishing what is in flight (up to %.0f s)", grace)
+            new = await _next_config(stop, hup, reload)
+            if new is None:
+                notify_systemd("STOPPING=1")
+                log.info("stopping: no new mail; finishing what is in flight (up to %.0f s)", grace)
+            else:
+                log.info(
+                    "reloading: finishing what is in flight (up to %.0f s), then starting on the new configuration",
+                    grace,
+                )
             handler.stopping = lmtp_handler.stopping = True
             imap_stop.set()
             for server in servers:
@@ -261,4 +323,4 @@ async def serve(
             notify_stop.set()
         for server in servers:
             await server.wait_closed()
-    log.info("stopped")
+    return new

@@ -317,7 +317,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _load_config(args)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, reload=lambda: _load_config(args)))
     except BridgeError as exc:
         log.error("%s", exc)
         return 1
