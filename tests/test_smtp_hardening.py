@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.ingress.lineends import LineEnds
 from tests.helpers import eventually, make_config, running_bridge, running_simulator
@@ -125,6 +127,21 @@ def test_line_ends_hold_at_most_two_bytes_and_keep_the_standard_end() -> None:
     assert ends.feed(b"x\n.") == b"x\r\n"  # the dot waits
     assert ends.feed(b"\n") == b"..\r\n"
     assert ends.smuggling
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b".\r\n", b"\n.\n"]), max_size=40), st.data())
+def test_line_ends_do_not_depend_on_how_the_input_is_cut(parts: list[bytes], data: st.DataObject) -> None:
+    """The same bytes give the same output and the same verdict, however the reads split them."""
+    raw = b"".join(parts)
+    whole = LineEnds()
+    expected = whole.feed(raw) + whole.feed(b"\r\n")
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=6)))
+    pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+    chunked = LineEnds()
+    got = b"".join(chunked.feed(p) for p in pieces) + chunked.feed(b"\r\n")
+    assert got == expected
+    assert (chunked.smuggling, chunked.normalised) == (whole.smuggling, whole.normalised)
+    assert b"\n" not in got.replace(b"\r\n", b"")  # every LF now has its CR
 
 
 async def test_oversized_mail_gets_552_5_3_4(tmp_path: Path) -> None:

@@ -18,6 +18,10 @@ the start of a line, and a ``<CR>`` after it), so memory stays bounded.
 
 from __future__ import annotations
 
+import re
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
 
 class LineEnds:
     def __init__(self) -> None:
@@ -40,6 +44,30 @@ class LineEnds:
         self.normalised = False
 
     def feed(self, data: bytes) -> bytes:
+        if not data:
+            return data
+        if not self.held and not self.prev_bare and not (data[:1] == b"\n" and not self.last_cr):
+            fast = self._standard(data)
+            if fast is not None:
+                return fast
+        return self._slow(data)
+
+    def _standard(self, data: bytes) -> bytes | None:
+        """The common case, without copying: every line ends in CRLF and none is held."""
+        if _BARE_LF.search(data):
+            return None
+        last = data.rfind(b"\n")
+        tail = data if last < 0 else data[last + 1 :]
+        at_line_start = last >= 0 or self.line_out == 0
+        if at_line_start and tail in (b".", b".\r"):
+            return None  # a possible lone dot: the careful path holds it back
+        if last >= 0:
+            self.line_out = 0
+        self.line_out += len(tail)
+        self.last_cr = data.endswith(b"\r")
+        return data
+
+    def _slow(self, data: bytes) -> bytes:
         buf = self.held + data
         self.held = b""
         if not buf:

@@ -319,13 +319,32 @@ def op_enqueue(
 CLAIM_SCAN = 500
 
 
-def _paced(conn: sqlite3.Connection, account: str, now: float) -> dict[str, float]:
-    """The numbers of ``account`` that may not be sent to yet, and until when."""
-    recs = conn.execute("SELECT number, until FROM pacing WHERE account = ? AND until > ?", (account, now))
-    return {number: until for number, until in recs}
+class _Paced:
+    """Which numbers of an account may not be sent to yet: looked up by primary key, only
+    for the numbers a claim considers, and remembered for the rest of the claim."""
+
+    def __init__(self, conn: sqlite3.Connection, account: str, now: float, active: bool) -> None:
+        self.conn, self.account, self.now, self.active = conn, account, now, active
+        self.known: dict[str, float] = {}
+
+    def until(self, numbers: Sequence[str]) -> float:
+        """When all of ``numbers`` are free (0.0: now)."""
+        if not self.active:
+            return 0.0
+        unknown = [n for n in numbers if n not in self.known]
+        for start in range(0, len(unknown), 500):
+            chunk = unknown[start : start + 500]
+            self.known.update(dict.fromkeys(chunk, 0.0))
+            marks = ",".join("?" * len(chunk))
+            for number, until in self.conn.execute(
+                f"SELECT number, until FROM pacing WHERE account = ? AND until > ? AND number IN ({marks})",  # noqa: S608  (placeholders only)
+                (self.account, self.now, *chunk),
+            ):
+                self.known[number] = until
+        return max((self.known[n] for n in numbers), default=0.0)
 
 
-def _first_free(conn: sqlite3.Connection, account: str, now: float, paced: dict[str, float]) -> Row | None:
+def _first_free(conn: sqlite3.Connection, account: str, now: float, paced: _Paced) -> Row | None:
     """The most overdue row none of whose numbers is paced. A row that waits for a
     paced number is moved to when its numbers are free, out of the way of the rows
     behind it: the bridge plans around the provider's rule instead of learning it."""
@@ -338,14 +357,14 @@ def _first_free(conn: sqlite3.Connection, account: str, now: float, paced: dict[
         if rec is None:
             return None
         row = _row(rec)
-        free_at = max((paced.get(n, 0.0) for n in row.request.numbers), default=0.0)
+        free_at = paced.until(row.request.numbers)
         if free_at <= now:
             return row
         conn.execute("UPDATE sms SET next_attempt = ? WHERE id = ?", (free_at, row.id))
     return None
 
 
-def _combined(conn: sqlite3.Connection, first: Row, now: float, paced: dict[str, float]) -> Group:
+def _combined(conn: sqlite3.Connection, first: Row, now: float, paced: _Paced) -> Group:
     """``first`` and others with the same sender, language and text whose numbers
     do not overlap and are not paced (≤ 200 numbers)."""
     group = Group([first])
@@ -363,7 +382,7 @@ def _combined(conn: sqlite3.Connection, first: Row, now: float, paced: dict[str,
             continue
         if numbers.intersection(row.request.numbers) or len(numbers) + len(row.request.numbers) > MAX_GROUP_NUMBERS:
             continue
-        if any(paced.get(n, 0.0) > now for n in row.request.numbers):
+        if paced.until(row.request.numbers) > now:
             continue
         group.rows.append(row)
         numbers.update(row.request.numbers)
@@ -415,7 +434,7 @@ def op_claim(
     the alerts waiting for the same numbers (a digest) or, when ``combine``, rows with the
     same text to other numbers. The numbers are then paced for ``pacing.interval``."""
     pacing = pacing or Pacing()
-    paced = _paced(conn, account, now) if pacing.interval > 0 else {}
+    paced = _Paced(conn, account, now, pacing.interval > 0)
     first = _first_free(conn, account, now, paced)
     if first is None:
         return Group()
