@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from bridge.breaker import LEVEL
 from bridge.dispatch import Dispatcher
 from bridge.ingress.imap import MailboxWatcher
 from bridge.ingress.smtp import Handler
@@ -49,6 +50,7 @@ def build(parts: Parts) -> web.Application:
             "status": status,
             "queue": counts,
             "imap": {w.label: w.connected.is_set() for w in parts.watchers},
+            "breakers": {name: b.state for name, b in parts.dispatcher.breakers.items()},
         }
         return web.Response(
             text=json.dumps(body), status=200 if status == "ok" else 503, content_type="application/json"
@@ -66,6 +68,8 @@ def build(parts: Parts) -> web.Application:
         for watcher in parts.watchers:
             live.imap.labels(watcher.label).set(int(watcher.connected.is_set()))
         live.outbox_commits.set(parts.outbox.commits)
+        for name, breaker in parts.dispatcher.breakers.items():
+            live.breaker.labels(name).set(LEVEL[breaker.state])
         return web.Response(body=live.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application(client_max_size=parts.webhook.max_size + 1)

@@ -80,8 +80,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         serves = ", ".join(route.recipients) if route.recipients else ""
         if route.domain:
             serves = (serves + ", " if serves else "") + f"<number or alias>@{route.domain}"
-        account = config.accounts[route.account]
-        print(f"  route {name}: {route.format} format, {serves} → account {route.account} ({account.provider})")
+        for rule in route.rules():
+            account = config.accounts[rule.account]
+            when = "" if rule.default else f" for {rule.prefix or rule.region}"
+            fallback = f", then {', '.join(rule.fallback)}" if rule.fallback else ""
+            print(
+                f"  route {name}: {route.format} format, {serves}{when} → account {rule.account} ({account.provider}){fallback}"
+            )
     for warning in config_warnings(config):
         print(f"warning: {warning}")
     return 0

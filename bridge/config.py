@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from bridge.errors import ConfigError
 from bridge.formats.alerts import TEMPLATE_FIELDS, ProfileName
@@ -236,6 +236,12 @@ class ClientConfig(_Model):
         return tuple(v.strip().lower() for v in value)
 
 
+class BreakerConfig(_Model):
+    failures: int = Field(default=5, ge=1)
+    window: float = Field(default=60.0, gt=0)
+    probe_interval: float = Field(default=30.0, gt=0)
+
+
 class AccountConfig(_Model):
     provider: ProviderName
     #: the provider's base URL (point it at ``sms-bridge simulate`` to test)
@@ -257,6 +263,9 @@ class AccountConfig(_Model):
     #: seconds before the same number is sent to again (KwtSMS refuses sooner with ERR028);
     #: default 15 for KwtSMS, 0 for OpenTech
     repeat_interval: float | None = Field(default=None, ge=0, le=3600)
+    #: the circuit breaker: this many definitely-not-sent failures within ``window`` seconds
+    #: open it; then one request every ``probe_interval`` seconds tests the account
+    breaker: BreakerConfig = Field(default_factory=lambda: BreakerConfig())
     #: seconds to wait for a provider's reply
     timeout: float = Field(default=30.0, gt=0, le=600)
     #: KwtSMS v4.1 ``test=1``: queued at KwtSMS, never delivered (points are still deducted)
@@ -317,9 +326,48 @@ class AccountConfig(_Model):
         return 15.0 if self.provider.startswith("kwtsms") else 0.0
 
 
+class RoutingRule(_Model):
+    """One line of a route's routing: numbers by prefix or region, to an account."""
+
+    #: digits after the country code's start: ``965``, ``9655``
+    prefix: str | None = None
+    #: a region code: ``LB``
+    region: str | None = None
+    #: every number no earlier rule took
+    default: bool = False
+    account: str
+    #: accounts to try, in order, when this one definitely did not send (default: the route's)
+    fallback: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RoutingRule:
+        given = [k for k in ("prefix", "region") if getattr(self, k)] + (["default"] if self.default else [])
+        if len(given) != 1:
+            raise ValueError("give exactly one of prefix, region or default: true")
+        if self.prefix is not None and not self.prefix.isdigit():
+            raise ValueError("prefix: digits only, country code first (965, 9655)")
+        if self.region is not None:
+            import phonenumbers  # noqa: PLC0415
+
+            if self.region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+                raise ValueError(f"region: {self.region!r} is not a region code (such as KW or LB)")
+            object.__setattr__(self, "region", self.region.upper())
+        return self
+
+    def matches(self, number: str, region: str | None) -> bool:
+        if self.default:
+            return True
+        if self.prefix is not None:
+            return number.startswith(self.prefix)
+        return region is not None and region == self.region
+
+
 class RouteConfig(_Model):
     format: Literal["kwtsms", "address"]
-    account: str
+    #: the account that sends, or routing rules: ``[{prefix: "965", account: kwt}, {default: true, account: ot}]``
+    account: str | tuple[RoutingRule, ...]
+    #: accounts to try, in order, when the first definitely did not send (connection refused, ERR001, ...)
+    fallback: tuple[str, ...] = ()
     #: exact addresses this route serves (``sms@bridge.example``)
     recipients: tuple[str, ...] = ()
     #: address format: every ``<number or alias>@domain`` is this route's
@@ -364,6 +412,19 @@ class RouteConfig(_Model):
 
     def digests(self) -> bool:
         return self.digest if self.digest is not None else self.format == "address"
+
+    def rules(self) -> tuple[RoutingRule, ...]:
+        """The routing rules, a single account being one default rule; fallbacks filled in."""
+        if isinstance(self.account, str):
+            return (RoutingRule(default=True, account=self.account, fallback=self.fallback),)
+        return tuple(
+            r if r.fallback is not None else r.model_copy(update={"fallback": self.fallback}) for r in self.account
+        )
+
+    def accounts(self) -> list[str]:
+        """Every account this route may send with, first ones first."""
+        names = [r.account for r in self.rules()] + [a for r in self.rules() for a in (r.fallback or ())]
+        return list(dict.fromkeys(names))
 
     @field_validator("template")
     @classmethod
@@ -586,6 +647,44 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
     return problems
 
 
+def _routing_problems(name: str, route: RouteConfig, config: Config) -> list[Problem]:
+    """Accounts that exist, rules that can match, fallbacks that do not loop."""
+    problems: list[Problem] = []
+    path = f"routes.{name}"
+    known = ", ".join(sorted(config.accounts)) or "none"
+    rules = route.rules()
+    single = isinstance(route.account, str)
+    for i, rule in enumerate(rules):
+        where = f"{path}.account" if single else f"{path}.account.{i}"
+        if rule.account not in config.accounts:
+            problems.append(
+                Problem(
+                    f"{where}" if single else f"{where}.account",
+                    f"no account named {rule.account!r} (accounts: {known})",
+                )
+            )
+        for j, fallback in enumerate(rule.fallback or ()):
+            fpath = f"{path}.fallback.{j}" if single or rule.fallback == route.fallback else f"{where}.fallback.{j}"
+            if fallback not in config.accounts:
+                problems.append(Problem(fpath, f"no account named {fallback!r} (accounts: {known})"))
+            elif fallback == rule.account or (rule.fallback or ()).index(fallback) != j:
+                problems.append(Problem(fpath, f"{fallback!r} is already tried before it: a failover loop"))
+        for k, earlier in enumerate(rules[:i]):
+            shadowed = earlier.default or (
+                earlier.prefix is not None and rule.prefix is not None and rule.prefix.startswith(earlier.prefix)
+            )
+            if shadowed:
+                problems.append(
+                    Problem(
+                        where,
+                        f"never matches: rule {k} ({'default' if earlier.default else 'prefix ' + str(earlier.prefix)}) "
+                        "takes these numbers first; put the longer prefix, and the default, last",
+                    )
+                )
+                break
+    return problems
+
+
 def _cross_check(config: Config) -> list[Problem]:
     from bridge import phone  # noqa: PLC0415  (phone imports config for types)
 
@@ -594,10 +693,7 @@ def _cross_check(config: Config) -> list[Problem]:
     seen_domains: dict[str, str] = {}
     for name, route in config.routes.items():
         path = f"routes.{name}"
-        account = config.accounts.get(route.account)
-        if account is None:
-            known = ", ".join(sorted(config.accounts)) or "none"
-            problems.append(Problem(f"{path}.account", f"no account named {route.account!r} (accounts: {known})"))
+        problems += _routing_problems(name, route, config)
         if not route.recipients and not route.domain:
             problems.append(Problem(path, "give recipients (addresses) or a domain for this route"))
         if route.format == "kwtsms" and route.domain:
@@ -612,12 +708,15 @@ def _cross_check(config: Config) -> list[Problem]:
             if route.domain in seen_domains:
                 problems.append(Problem(f"{path}.domain", f"already served by route {seen_domains[route.domain]}"))
             seen_domains[route.domain] = name
-        if account is not None and route.body_credentials != "passthrough":
+        for used in route.accounts():
+            account = config.accounts.get(used)
+            if account is None or route.body_credentials == "passthrough":
+                continue
             for key in ("username", "password"):
                 if getattr(account, key) is None:
                     problems.append(
                         Problem(
-                            f"accounts.{route.account}.{key}",
+                            f"accounts.{used}.{key}",
                             f"is required: route {name} sends with the account's own credentials",
                         )
                     )

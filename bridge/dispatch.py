@@ -20,16 +20,18 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bridge.aio import wait_any
+from bridge.breaker import Breaker
 from bridge.config import Config
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
 from bridge.metrics import Metrics
-from bridge.model import SmsRequest
+from bridge.model import Draft, SmsRequest
 from bridge.outbox import MAYBE_SENT, NOTIFIED, REFUSED, Group, Notice, Outbox, Pacing, Row, State
 from bridge.phone import mask
 from bridge.providers import Provider, Sent
+from bridge.validate import validate
 
 log = logging.getLogger("bridge.dispatch")
 
@@ -80,6 +82,7 @@ class Dispatcher:
         self.rng = rng or random.Random()  # noqa: S311  (jitter, not secrets)
         self._wake = {name: asyncio.Event() for name in providers}
         self.pacing = {name: self._pacing(name) for name in providers}
+        self.breakers = {name: Breaker(name, config.accounts[name].breaker) for name in providers}
         #: each account's last provider call: (when, result, code), for the status page
         self.last_result: dict[str, tuple[float, str, str]] = {}
         self._waiters: dict[str, _Waiter] = {}
@@ -181,6 +184,10 @@ class Dispatcher:
                 idle = 1.0 if due is None else min(max(due - time.time(), 0.0), 1.0)
                 await wait_any(wake, stop, seconds=idle)
                 continue
+            diverted = await self._divert_if_down(name, group)
+            if diverted:
+                in_flight.release()
+                continue
             attempts.create_task(self._attempt(name, provider, group, in_flight))
 
     async def _attempt(self, name: str, provider: Provider, group: Group, in_flight: asyncio.Semaphore) -> None:
@@ -196,28 +203,132 @@ class Dispatcher:
                 return
             self.attempts += 1
             began = time.monotonic()
+            breaker = self.breakers[name]
             try:
                 sent = await provider.send(group.request(), on_start=on_start)
             except TransientDelivery as exc:
                 self._called(name, began, "transient", exc.code)
-                await self._transient(group.rows, exc)
+                rows = await self._after_failure(name, group.rows, exc)
+                if rows:
+                    await self._transient(rows, exc)
             except AmbiguousDelivery as exc:
                 self._called(name, began, "unknown", exc.code)
+                breaker.inconclusive(time.time())
                 if self.config.accounts[name].at_least_once:
                     await self._transient(group.rows, exc)
                 else:
                     await self._finish(group.rows, State.UNKNOWN, exc)
             except PermanentDelivery as exc:
                 self._called(name, began, "permanent", exc.code)
-                await self._finish(group.rows, State.FAILED, exc)
+                rows = await self._after_failure(name, group.rows, exc)
+                if rows:
+                    await self._finish(rows, State.FAILED, exc)
             else:
                 self._called(name, began, "sent", "OK")
+                breaker.succeeded()
                 await self._sent(group, provider, sent)
             interval = self.pacing[name].interval
             if interval > 0:  # counted from the provider's answer, so its clock sees the full interval
                 await self.outbox.pace(name, group.request().numbers, time.time() + interval)
         finally:
             in_flight.release()
+
+    # -- failover ----------------------------------------------------------
+
+    async def _after_failure(self, account: str, rows: list[Row], exc: DeliveryError) -> list[Row]:
+        """After a refusal: the breaker learns of it, and a definitely-not-sent one moves
+        each row that has a fallback account where it is valid; the rows left stay here."""
+        breaker = self.breakers[account]
+        if not exc.failover:
+            breaker.succeeded()  # the provider answered: it is up, this SMS is the problem
+            return rows
+        breaker.failed(time.time(), f"{exc.code + ' ' if exc.code else ''}{exc.reason}")
+        return await self._fail_over(account, rows, exc.reason, exc.code)
+
+    async def _divert_if_down(self, account: str, group: Group) -> bool:
+        """Before sending: with the circuit open, or a known balance too low, the group's
+        rows go to their fallbacks, and the rest wait for the next probe. True if diverted."""
+        breaker = self.breakers[account]
+        now = time.time()
+        reason = ""
+        if not breaker.may_send(now):
+            reason = f"account {account} is failing (circuit open)"
+        else:
+            balance = self.balances.get(account)
+            points = group.request().points
+            if balance is not None and balance < points and all(r.request.fallbacks for r in group.rows):
+                reason = f"account {account} cannot pay ({points} points; last known balance {balance:g})"
+                if breaker.state == "half-open":
+                    breaker.inconclusive(now)
+        if not reason:
+            return False
+        stay = await self._fail_over(account, group.rows, reason, "")
+        if stay:
+            # open: until the next probe; half-open (a probe is out) or no fallback valid: shortly
+            until = breaker.next_probe if breaker.state == "open" else now + min(breaker.settings.probe_interval, 5.0)
+            await self.outbox.hold([r.id for r in stay], until)
+        return True
+
+    async def _fail_over(self, account: str, rows: list[Row], reason: str, code: str) -> list[Row]:
+        moves: list[tuple[Row, SmsRequest]] = []
+        stay: list[Row] = []
+        for row in rows:
+            target = self._next_account(row, account)
+            if target is None:
+                stay.append(row)
+            else:
+                moves.append((row, target))
+        if moves:
+            await self.outbox.fail_over(moves, reason=reason, code=code)
+            for row, target in moves:
+                log.warning(
+                    "failover id=%s from=%s to=%s: %s%s",
+                    row.id,
+                    account,
+                    target.account,
+                    code + " " if code else "",
+                    reason,
+                )
+                self.metrics.failovers.labels(account, target.account).inc()
+            for target_account in dict.fromkeys(t.account for _, t in moves):
+                self.wake(target_account)
+        return stay
+
+    def _next_account(self, row: Row, current: str) -> SmsRequest | None:
+        """The SMS as the first untried fallback account would send it, if it is valid there."""
+        request = row.request
+        if request.credentials is not None:  # credentials from the mail belong to one account
+            return None
+        tried = {*row.delivery.tried, current}
+        route = self.config.routes.get(request.route)
+        for candidate in request.fallbacks:
+            if candidate in tried or candidate not in self.providers or route is None:
+                continue
+            if self.breakers[candidate].state == "open":
+                continue
+            account = self.config.accounts[candidate]
+            sender = request.sender
+            if sender == self.config.accounts[current].sender or (
+                account.senders is not None and sender not in account.senders
+            ):
+                sender = account.sender or sender  # the first account's default: the fallback's own
+            draft = Draft(
+                route=request.route,
+                numbers=request.numbers,
+                numbers_field="recipient",
+                text=request.text,
+                sender=sender,
+                digest=request.digest,
+                brief=request.brief,
+                alert_key=request.alert_key,
+                resolved=request.resolved,
+            )
+            outcome = validate(draft, account_name=candidate, account=account, route=route, numbers=self.config.numbers)
+            if outcome.request is None:
+                log.info("no failover id=%s to %s: %s", row.id, candidate, "; ".join(map(str, outcome.problems)))
+                continue
+            return replace(outcome.request, fallbacks=request.fallbacks)
+        return None
 
     def _called(self, account: str, began: float, result: str, code: str) -> None:
         self.last_result[account] = (time.time(), result, code)

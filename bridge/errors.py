@@ -78,18 +78,23 @@ class DailyCapReached(LimitExceeded):
 class DeliveryError(BridgeError):
     """A provider attempt that did not end in a confirmed send."""
 
-    def __init__(self, reason: str, *, code: str = "", raw: str = "") -> None:
+    def __init__(self, reason: str, *, code: str = "", raw: str = "", failover: bool = False) -> None:
         self.reason = reason
         self.code = code
         self.raw = raw
+        #: definitely not sent, and a sign the account or provider is unusable for now:
+        #: another account may take the SMS (never set after an ambiguous outcome)
+        self.failover = failover
         super().__init__(f"{code}: {reason}" if code else reason)
 
 
 class TransientDelivery(DeliveryError):
     """Nothing was sent; the same request may succeed later."""
 
-    def __init__(self, reason: str, *, code: str = "", raw: str = "", retry_after: float | None = None) -> None:
-        super().__init__(reason, code=code, raw=raw)
+    def __init__(
+        self, reason: str, *, code: str = "", raw: str = "", retry_after: float | None = None, failover: bool = False
+    ) -> None:
+        super().__init__(reason, code=code, raw=raw, failover=failover)
         self.retry_after = retry_after
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bridge.config import Config
+from bridge import phone
+from bridge.config import Config, RouteConfig
 from bridge.formats import address, kwtsms
 from bridge.formats.alerts import AlertMail
 from bridge.model import Draft, InboundMail, Problem, SmsRequest, Verdict
@@ -12,6 +13,36 @@ from bridge.routing import route_for
 from bridge.validate import validate
 
 DEFAULT_ADDRESS_PAGES = 1
+
+
+def split_by_account(
+    draft: Draft, route: RouteConfig, config: Config
+) -> tuple[dict[tuple[str, tuple[str, ...]], Draft], list[Problem]]:
+    """The draft's numbers by the route's routing rules: one draft per (account, fallbacks),
+    and a problem for each number no rule takes. A number that is not valid goes with the
+    first rule's account, whose validation then says what is wrong with it."""
+    rules = route.rules()
+    if len(rules) == 1 and rules[0].default:
+        return {(rules[0].account, tuple(rules[0].fallback or ())): draft}, []
+    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    problems: list[Problem] = []
+    for raw in draft.numbers:
+        found = phone.normalise(raw, config.numbers.default_region, strict=config.numbers.strict)
+        if found.number is None:
+            rule = next((r for r in rules if r.default), rules[0])
+        else:
+            matched = next((r for r in rules if r.matches(found.number, found.region)), None)
+            if matched is None:
+                problems.append(
+                    Problem(
+                        draft.numbers_field,
+                        f"{raw!r} matches no routing rule of route {draft.route}, which has no default",
+                    )
+                )
+                continue
+            rule = matched
+        groups.setdefault((rule.account, tuple(rule.fallback or ())), []).append(raw)
+    return {key: replace(draft, numbers=tuple(numbers)) for key, numbers in groups.items()}, problems
 
 
 def decide(mail: InboundMail, config: Config, found: AlertMail | None = None) -> Verdict:
@@ -31,7 +62,6 @@ def decide(mail: InboundMail, config: Config, found: AlertMail | None = None) ->
             by_route.setdefault(served[0], []).append(rcpt)
     for name, rcpts in by_route.items():
         route = config.routes[name]
-        account = config.accounts[route.account]
         draft: Draft
         if route.format == "kwtsms":
             if not mail.body.strip():
@@ -53,11 +83,23 @@ def decide(mail: InboundMail, config: Config, found: AlertMail | None = None) ->
                 digest=route.digests(),
                 found=found,
             )
-        outcome = validate(draft, account_name=route.account, account=account, route=route, numbers=config.numbers)
-        problems.extend(outcome.problems)
-        warnings.extend(outcome.warnings)
-        if outcome.request is not None:
-            requests.append(outcome.request)
+        groups, unrouted = split_by_account(draft, route, config)
+        problems.extend(unrouted)
+        for (account_name, fallbacks), part in groups.items():
+            outcome = validate(
+                part,
+                account_name=account_name,
+                account=config.accounts[account_name],
+                route=route,
+                numbers=config.numbers,
+            )
+            named = len(groups) > 1
+            problems.extend(
+                Problem(p.field, f"{p.message} (account {account_name})") if named else p for p in outcome.problems
+            )
+            warnings.extend(w for w in outcome.warnings if w not in warnings)
+            if outcome.request is not None:
+                requests.append(replace(outcome.request, fallbacks=fallbacks))
     if problems:
         return Verdict((), tuple(problems), tuple(warnings))
     return Verdict(tuple(requests), (), tuple(warnings))

@@ -79,6 +79,18 @@ class Metrics:
         self.imap = Gauge(
             "sms_bridge_imap_connected", "1 while the bridge is connected to the mailbox.", ["mailbox"], registry=r
         )
+        self.failovers = Counter(
+            "sms_bridge_failovers",
+            "SMS moved to a fallback account, by account left and account taken.",
+            ["from_account", "to_account"],
+            registry=r,
+        )
+        self.breaker = Gauge(
+            "sms_bridge_breaker_state",
+            "Each account's circuit: 0 closed, 1 half-open (probing), 2 open.",
+            ["account"],
+            registry=r,
+        )
         self.outbox_commits = Gauge(
             "sms_bridge_outbox_commits", "Outbox transactions committed since start.", registry=r
         )

@@ -69,6 +69,8 @@ class SmsRequest:
     #: pairs a problem with its resolution in a digest ("" for none)
     alert_key: str = ""
     resolved: bool = False
+    #: accounts to try next, in order, if this one definitely does not send
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

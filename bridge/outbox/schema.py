@@ -147,6 +147,11 @@ CREATE TABLE history (
 );
 CREATE INDEX history_sms ON history(sms_id, seq);
 """,
+    # 4: failover between accounts
+    """
+ALTER TABLE sms ADD COLUMN fallbacks TEXT NOT NULL DEFAULT '';
+ALTER TABLE sms ADD COLUMN tried TEXT NOT NULL DEFAULT '';
+""",
 )
 
 LATEST = len(MIGRATIONS)

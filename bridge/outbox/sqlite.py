@@ -450,6 +450,32 @@ def op_claim(
     return group
 
 
+def op_fail_over(
+    conn: sqlite3.Connection, moves: Sequence[tuple[Row, SmsRequest]], now: float, *, reason: str, code: str
+) -> None:
+    """Each row to its next account, as revalidated there, queued at once; the account
+    that did not send it joins ``tried``."""
+    for row, request in moves:
+        columns = _columns(request, REQUEST) | {"batch_key": batch_key(request)}
+        tried = ",".join([*row.delivery.tried, row.request.account])
+        sets = ", ".join(f"{name} = ?" for name in columns)
+        conn.execute(
+            f"""UPDATE sms SET {sets}, tried = ?, state = 'queued', next_attempt = ?, updated = ?, carrier = '',
+                   last_error = ?, last_code = ? WHERE id = ?""",  # noqa: S608  (column names from the dataclass)
+            (*columns.values(), tried, now, now, reason, code, row.id),
+        )
+        detail = f"from {row.request.account} to {request.account}: {code + ' ' if code else ''}{reason}"
+        _log(conn, [row.id], now, "failover", detail)
+
+
+def op_hold(conn: sqlite3.Connection, ids: Sequence[str], until: float, now: float) -> None:
+    """Claimed rows back to the queue, not before ``until`` (no attempt was made)."""
+    conn.executemany(
+        "UPDATE sms SET state = 'queued', next_attempt = max(next_attempt, ?), updated = ? WHERE id = ? AND state = 'claimed'",
+        [(until, now, i) for i in ids],
+    )
+
+
 def op_pace(conn: sqlite3.Connection, account: str, numbers: Sequence[str], until: float) -> None:
     """No SMS to ``numbers`` from ``account`` before ``until``."""
     conn.executemany(
@@ -837,6 +863,14 @@ class SqliteOutbox:
 
     async def pace(self, account: str, numbers: Sequence[str], until: float) -> None:
         await self.run(lambda c: op_pace(c, account, numbers, until))
+
+    async def fail_over(self, moves: Sequence[tuple[Row, SmsRequest]], *, reason: str, code: str) -> None:
+        now = time.time()
+        await self.run(lambda c: op_fail_over(c, moves, now, reason=reason, code=code))
+
+    async def hold(self, ids: Sequence[str], until: float) -> None:
+        now = time.time()
+        await self.run(lambda c: op_hold(c, ids, until, now))
 
     async def next_due(self, account: str) -> float | None:
         return await self.run(lambda c: op_next_due(c, account))

@@ -28,6 +28,8 @@ class HttpProvider:
 
 #: statuses that say the server did not act on the request
 NOT_PROCESSED = frozenset({408, 425, 429, 503})
+#: of those, the ones that say the provider is down or overloaded: another account may take the SMS
+FAILOVER_STATUSES = frozenset({429, 503})
 
 
 async def request(
@@ -52,10 +54,13 @@ async def request(
         return await client.request(
             method, url, params=params, data=data, json=json, headers=headers, timeout=reply_within
         )
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        # refused, no such host, TLS handshake failed: nothing was sent
+        raise TransientDelivery(f"could not reach the provider ({type(exc).__name__})", failover=True) from exc
+    except httpx.PoolTimeout as exc:
         raise TransientDelivery(f"could not reach the provider ({type(exc).__name__})") from exc
     except (httpx.WriteError, httpx.WriteTimeout) as exc:
-        raise TransientDelivery(f"the request could not be written ({type(exc).__name__})") from exc
+        raise TransientDelivery(f"the request could not be written ({type(exc).__name__})", failover=True) from exc
     except httpx.TimeoutException as exc:
         raise AmbiguousDelivery("no reply from the provider in time; the SMS may have been sent") from exc
     except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
@@ -70,7 +75,12 @@ def raise_for_server_status(response: httpx.Response, body: str) -> None:
     if status in NOT_PROCESSED:
         retry_after = response.headers.get("Retry-After", "")
         delay = float(retry_after) if retry_after.isdigit() else None
-        raise TransientDelivery(f"the provider is unavailable (HTTP {status})", raw=body[:500], retry_after=delay)
+        raise TransientDelivery(
+            f"the provider is unavailable (HTTP {status})",
+            raw=body[:500],
+            retry_after=delay,
+            failover=status in FAILOVER_STATUSES,
+        )
     if status >= 500:
         raise AmbiguousDelivery(f"the provider failed (HTTP {status}); the SMS may have been sent", raw=body[:500])
     if status >= 400:

@@ -41,13 +41,17 @@ ERRORS: dict[str, tuple[str, str, float | None]] = {
     "ERR032": ("permanent", "KwtSMS flagged the message as spam", None),
 }
 _ERR = re.compile(r"ERR\d{3}")
+#: refusals after which another account may take the SMS: the API is off, the queue is
+#: full, the balance is empty, this IP is locked out. Nothing was sent.
+FAILOVER_CODES = frozenset({"ERR001", "ERR010", "ERR011", "ERR013", "ERR024"})
 
 
 def classify_error(code: str, raw: str, description: str = "") -> DeliveryError:
     kind, words, delay = ERRORS.get(code, ("permanent", description or "KwtSMS refused the request", None))
+    failover = code in FAILOVER_CODES
     if kind == "transient":
-        return TransientDelivery(words, code=code, raw=raw, retry_after=delay)
-    return PermanentDelivery(words, code=code, raw=raw)
+        return TransientDelivery(words, code=code, raw=raw, retry_after=delay, failover=failover)
+    return PermanentDelivery(words, code=code, raw=raw, failover=failover)
 
 
 def _number(value: Any) -> float | None:

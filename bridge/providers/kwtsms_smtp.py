@@ -98,7 +98,7 @@ class KwtSmsSmtp:
         except aiosmtplib.SMTPResponseException as exc:
             raise _reply_error(exc, "the connection") from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise TransientDelivery(f"could not reach the smarthost ({type(exc).__name__})") from exc
+            raise TransientDelivery(f"could not reach the smarthost ({type(exc).__name__})", failover=True) from exc
         try:
             if on_start is not None:
                 await on_start()

@@ -45,7 +45,8 @@ def parse_send_reply(body: str, success_pattern: str) -> Sent:
                 words = plain
                 break
     if words is not None:
-        raise PermanentDelivery(words, code=text[:80], raw=text[:500])
+        # credentials and customer setup: this account cannot send now; another may
+        raise PermanentDelivery(words, code=text[:80], raw=text[:500], failover="sender" not in words)
     if text and re.search(success_pattern, text):
         match = re.search(r"[A-Za-z0-9-]{6,}|\d+", text.split(":", 1)[-1])
         return Sent(message_id=match.group(0) if match else "", numbers=0, raw=text[:500])
