@@ -212,7 +212,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             print(f"  {p.field}: {p.message}")
         return 1
     r = outcome.request
-    test = " (test)" if args.test or account.test else ""
+    test = " (test)" if args.test or getattr(account, "test", False) else ""
     print(
         f"sending{test} via {args.account} ({account.provider}): {len(r.numbers)} number(s), {r.encoding}, {r.pages} page(s), {r.points} point(s)"
     )

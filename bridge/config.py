@@ -12,11 +12,22 @@ import os
 import re
 import string
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bridge.errors import ConfigError
 from bridge.formats.alerts import TEMPLATE_FIELDS, ProfileName
@@ -51,8 +62,12 @@ def _check_listen(value: str) -> str:
     return value.strip()
 
 
+#: ``host:port`` (IPv6 in brackets), checked where it is read
+HostPort = Annotated[str, AfterValidator(_check_listen)]
+
+
 class ListenerConfig(_Model):
-    address: str
+    address: HostPort
     #: ``starttls`` offers STARTTLS, ``implicit`` is TLS from the first byte (port 465);
     #: default: ``starttls`` when ``smtp.tls_cert`` is set, else ``none``
     tls: Literal["none", "starttls", "implicit"] | None = None
@@ -60,11 +75,6 @@ class ListenerConfig(_Model):
     plaintext_auth: bool = False
     #: lines ending in a bare LF: read as CRLF (``normalize``, as Postfix 3.9) or refused (``reject``)
     bare_lf: Literal["normalize", "reject"] = "normalize"
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        return _check_listen(value)
 
 
 class SmtpConfig(_Model):
@@ -133,10 +143,16 @@ class DispatchConfig(_Model):
 
 class NotifyConfig(_Model):
     #: where failure notices are mailed out (``host:port``); none: notices are only logged
-    smarthost: str | None = None
+    smarthost: HostPort | None = None
     tls: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = None
     password: SecretStr | None = None
+
+    def relay(self) -> Smarthost | None:
+        if self.smarthost is None:
+            return None
+        return Smarthost(address=self.smarthost, tls=self.tls, username=self.username, password=self.password)
+
     #: the From: of failure notices (the envelope sender is always <>)
     sender: str = "mailer-daemon@sms-bridge.invalid"
     #: where balance warnings, unknown outcomes and failures nobody else can be told of are mailed
@@ -145,11 +161,6 @@ class NotifyConfig(_Model):
     operator_interval: float = Field(default=300.0, ge=0)
     #: seconds the first event waits for others, so that a burst goes in one mail
     operator_gather: float = Field(default=30.0, ge=0)
-
-    @field_validator("smarthost")
-    @classmethod
-    def _smarthost(cls, value: str | None) -> str | None:
-        return None if value is None else _check_listen(value)
 
 
 class QueueConfig(_Model):
@@ -243,14 +254,13 @@ class BreakerConfig(_Model):
 
 
 class AccountConfig(_Model):
+    """What every account has, whatever its provider. ``accounts.<name>`` is one of
+    :class:`KwtsmsHttpAccount`, :class:`OpentechHttpAccount` or :class:`KwtsmsSmtpAccount`,
+    chosen by ``provider``: a setting of another provider is an unknown key there."""
+
     provider: ProviderName
-    #: the provider's base URL (point it at ``sms-bridge simulate`` to test)
-    url: str | None = None
-    #: KwtSMS API generation: ``"4.1"`` (POST) or ``"0.99"`` (GET with lang)
-    api: Literal["4.1", "0.99"] = "4.1"
     username: str | None = None
     password: SecretStr | None = None
-    uid: str | None = None
     sender: str | None = None
     senders: tuple[str, ...] | None = None
     max_pages: int = Field(default=6, ge=1, le=7)
@@ -268,8 +278,6 @@ class AccountConfig(_Model):
     breaker: BreakerConfig = Field(default_factory=lambda: BreakerConfig())
     #: seconds to wait for a provider's reply
     timeout: float = Field(default=30.0, gt=0, le=600)
-    #: KwtSMS v4.1 ``test=1``: queued at KwtSMS, never delivered (points are still deducted)
-    test: bool = False
     #: resend after an ambiguous outcome (may send twice; costs points twice)
     at_least_once: bool = False
     limits: LimitsConfig = LimitsConfig()
@@ -277,17 +285,6 @@ class AccountConfig(_Model):
     balance_warning: float | None = None
     #: refuse new mail (``451 4.7.1``) while the last known balance cannot pay for it
     refuse_when_empty: bool = False
-    #: KwtSMS v4.1 reply format
-    reply_format: Literal["json", "text"] = "json"
-    #: OpenTech: a reply matching this pattern is a success (the API does not document one)
-    success_pattern: str = r"(?i)\b(ok|success(ful(ly)?)?|sent|accepted|queued)\b|^\s*\d+\s*$"
-    #: kwtsms-smtp: where the rewritten mail goes, and through which smarthost
-    relay_to: str = "sms@kwtsms.com"
-    mail_from: str | None = None
-    smarthost: str | None = None
-    smarthost_tls: Literal["starttls", "tls", "none"] = "starttls"
-    smarthost_username: str | None = None
-    smarthost_password: SecretStr | None = None
 
     @field_validator("countries")
     @classmethod
@@ -302,6 +299,47 @@ class AccountConfig(_Model):
             out.append(code)
         return tuple(out)
 
+    def base_url(self) -> str:
+        return DEFAULT_URLS.get(self.provider, "")
+
+    def pacing(self) -> float:
+        """Seconds between two SMS to one number (``repeat_interval`` or the provider's rule)."""
+        if self.repeat_interval is not None:
+            return self.repeat_interval
+        return 15.0 if self.provider.startswith("kwtsms") else 0.0
+
+    def check(self, path: str) -> list[Problem]:
+        """This account's own cross-checks, each with its path."""
+        problems = []
+        if self.sender is not None and len(self.sender) > 11:
+            problems.append(Problem(f"{path}.sender", "a sender ID has at most 11 characters"))
+        if self.sender and self.senders and self.sender not in self.senders:
+            problems.append(Problem(f"{path}.sender", "is not in this account's senders list"))
+        return problems
+
+
+class KwtsmsHttpAccount(AccountConfig):
+    provider: Literal["kwtsms-http"]
+    #: the provider's base URL (point it at ``sms-bridge simulate`` to test)
+    url: str | None = None
+    #: KwtSMS API generation: ``"4.1"`` (POST) or ``"0.99"`` (GET with lang)
+    api: Literal["4.1", "0.99"] = "4.1"
+    #: KwtSMS v4.1 ``test=1``: queued at KwtSMS, never delivered (points are still deducted)
+    test: bool = False
+    #: KwtSMS v4.1 reply format
+    reply_format: Literal["json", "text"] = "json"
+
+    def base_url(self) -> str:
+        return self.url or super().base_url()
+
+
+class OpentechHttpAccount(AccountConfig):
+    provider: Literal["opentech-http"]
+    url: str | None = None
+    uid: str | None = None
+    #: a reply matching this pattern is a success (the API does not document one)
+    success_pattern: str = r"(?i)\b(ok|success(ful(ly)?)?|sent|accepted|queued)\b|^\s*\d+\s*$"
+
     @field_validator("success_pattern")
     @classmethod
     def _pattern(cls, value: str) -> str:
@@ -311,19 +349,83 @@ class AccountConfig(_Model):
             raise ValueError(f"is not a valid regular expression ({exc})") from None
         return value
 
-    @field_validator("smarthost")
-    @classmethod
-    def _smarthost(cls, value: str | None) -> str | None:
-        return None if value is None else _check_listen(value)
-
     def base_url(self) -> str:
-        return self.url or DEFAULT_URLS.get(self.provider, "")
+        return self.url or super().base_url()
 
-    def pacing(self) -> float:
-        """Seconds between two SMS to one number (``repeat_interval`` or the provider's rule)."""
-        if self.repeat_interval is not None:
-            return self.repeat_interval
-        return 15.0 if self.provider.startswith("kwtsms") else 0.0
+    def check(self, path: str) -> list[Problem]:
+        problems = super().check(path)
+        if not self.uid:
+            problems.append(Problem(f"{path}.uid", "is required for opentech-http"))
+        return problems
+
+
+class KwtsmsSmtpAccount(AccountConfig):
+    provider: Literal["kwtsms-smtp"]
+    #: where the rewritten mail goes, and through which smarthost
+    relay_to: str = "sms@kwtsms.com"
+    mail_from: str | None = None
+    smarthost: HostPort | None = None
+    smarthost_tls: Literal["starttls", "tls", "none"] = "starttls"
+    smarthost_username: str | None = None
+    smarthost_password: SecretStr | None = None
+
+    def relay(self) -> Smarthost:
+        return Smarthost(
+            address=self.smarthost or "",
+            tls=self.smarthost_tls,
+            username=self.smarthost_username,
+            password=self.smarthost_password,
+        )
+
+    def check(self, path: str) -> list[Problem]:
+        problems = super().check(path)
+        for key in ("smarthost", "mail_from"):
+            if getattr(self, key) is None:
+                problems.append(Problem(f"{path}.{key}", "is required for kwtsms-smtp"))
+        return problems
+
+
+#: ``accounts.<name>``: the account's settings, shaped by its provider
+AnyAccount = Annotated[KwtsmsHttpAccount | OpentechHttpAccount | KwtsmsSmtpAccount, Field(discriminator="provider")]
+ACCOUNT_TYPES: dict[str, type[AccountConfig]] = {
+    "kwtsms-http": KwtsmsHttpAccount,
+    "opentech-http": OpentechHttpAccount,
+    "kwtsms-smtp": KwtsmsSmtpAccount,
+}
+
+
+def account_config(data: Mapping[str, Any]) -> AccountConfig:
+    """One account's settings from a mapping, by its ``provider``."""
+    kind = ACCOUNT_TYPES.get(str(data.get("provider")))
+    if kind is None:
+        raise ValueError(f"provider must be one of {', '.join(ACCOUNT_TYPES)}")
+    return kind.model_validate(dict(data))
+
+
+@dataclass(frozen=True)
+class Smarthost:
+    """Where mail leaves the bridge: the kwtsms-smtp relay's smarthost, and the notifier's."""
+
+    address: str
+    tls: str
+    username: str | None
+    password: SecretStr | None = dc_field(repr=False)
+
+    def client_settings(self, timeout: float) -> dict[str, Any]:
+        """aiosmtplib's connection settings for this smarthost."""
+        host, port = parse_host_port(self.address)
+        return {
+            "hostname": host,
+            "port": port,
+            "use_tls": self.tls == "tls",
+            "start_tls": self.tls == "starttls",
+            "timeout": timeout,
+        }
+
+    def login(self) -> tuple[str, str] | None:
+        if not self.username:
+            return None
+        return self.username, self.password.get_secret_value() if self.password else ""
 
 
 class RoutingRule(_Model):
@@ -486,7 +588,7 @@ class ImapConfig(_Model):
 
 class AdminConfig(_Model):
     #: ``host:port`` for the status page, ``/healthz``, ``/metrics`` and the alert webhook; off when unset
-    listen: str | None = None
+    listen: HostPort | None = None
     #: who may act on the status page (retry, cancel, mark as not sent): user → ``scrypt$…``
     #: hash (``sms-bridge hash-password``); with none, the page is read-only
     users: dict[str, SecretStr] = {}
@@ -495,11 +597,6 @@ class AdminConfig(_Model):
     lockout: float = Field(default=900.0, ge=1)
     #: seconds a login lasts
     session_ttl: float = Field(default=8 * 3600.0, ge=60)
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str | None) -> str | None:
-        return None if value is None else _check_listen(value)
 
 
 class LmtpConfig(_Model):
@@ -537,17 +634,12 @@ class SendmailConfig(_Model):
     """``sms-bridge sendmail``: where it submits, and for how long it retries."""
 
     #: ``host:port`` of the bridge (default: the first ``smtp.listen``, wildcards as loopback)
-    server: str | None = None
+    server: HostPort | None = None
     #: seconds to keep trying while the bridge is unreachable or answers 4xx (then exit 75)
     retry_for: float = Field(default=30.0, ge=0, le=3600)
     #: an SMTP AUTH login, for a bridge that takes no unauthenticated local mail
     user: str | None = None
     password: SecretStr | None = None
-
-    @field_validator("server")
-    @classmethod
-    def _server(cls, value: str | None) -> str | None:
-        return None if value is None else _check_listen(value)
 
 
 class LoggingConfig(_Model):
@@ -558,19 +650,14 @@ class LoggingConfig(_Model):
 class SimulatorConfig(_Model):
     #: run ``sms-bridge simulate`` inside the bridge (for trying the bridge out)
     enabled: bool = False
-    listen: str = "127.0.0.1:8800"
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        return _check_listen(value)
+    listen: HostPort = "127.0.0.1:8800"
 
 
 class Config(_Model):
     smtp: SmtpConfig = SmtpConfig()
     queue: QueueConfig = QueueConfig()
     numbers: NumbersConfig = NumbersConfig()
-    accounts: dict[str, AccountConfig]
+    accounts: dict[str, AnyAccount]
     routes: dict[str, RouteConfig]
     aliases: dict[str, tuple[str, ...]] = {}
     imap: tuple[ImapConfig, ...] = ()
@@ -634,9 +721,25 @@ def read_env_file(path: str | Path) -> dict[str, str]:
 def _pydantic_problems(exc: ValidationError) -> list[Problem]:
     problems = []
     for err in exc.errors(include_input=False, include_url=False):
-        path = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        loc = [str(part) for part in err["loc"]]
+        if len(loc) >= 3 and loc[0] == "accounts" and loc[2] in ACCOUNT_TYPES:
+            del loc[2]  # accounts.<name>.<provider tag>.key: the tag is pydantic's, not the file's
+        path = ".".join(loc) or "(top level)"
         kind = err["type"]
-        if kind == "extra_forbidden":
+        if kind == "union_tag_invalid":
+            problems.append(Problem(f"{path}.provider", f"must be one of {', '.join(ACCOUNT_TYPES)}"))
+            continue
+        if kind == "union_tag_not_found":
+            problems.append(Problem(f"{path}.provider", f"is required: one of {', '.join(ACCOUNT_TYPES)}"))
+            continue
+        if kind == "extra_forbidden" and len(loc) == 3 and loc[0] == "accounts":
+            owners = [p for p, model in ACCOUNT_TYPES.items() if loc[2] in model.model_fields]
+            message = (
+                f"belongs to {' and '.join(owners)} accounts, not this one's provider; remove it"
+                if owners
+                else "unknown key"
+            )
+        elif kind == "extra_forbidden":
             message = "unknown key"
         elif kind == "missing":
             message = "is required"
@@ -685,6 +788,32 @@ def _routing_problems(name: str, route: RouteConfig, config: Config) -> list[Pro
     return problems
 
 
+class _AnyProviderAccount(AccountConfig):
+    """For an account whose provider is wrong: its common settings, still checked."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    provider: Any = None
+
+
+def _untagged_account_problems(data: Any) -> list[Problem]:
+    """Every other problem of an account whose ``provider`` is missing or unknown."""
+    accounts = data.get("accounts") if isinstance(data, dict) else None
+    if not isinstance(accounts, dict):
+        return []
+    problems = []
+    for name, account in accounts.items():
+        if not isinstance(account, dict) or account.get("provider") in ACCOUNT_TYPES:
+            continue
+        try:
+            _AnyProviderAccount.model_validate({k: v for k, v in account.items() if k != "provider"})
+        except ValidationError as exc:
+            for err in exc.errors(include_input=False, include_url=False):
+                path = ".".join(["accounts", str(name), *(str(p) for p in err["loc"])])
+                message = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+                problems.append(Problem(path, message))
+    return problems
+
+
 def _cross_check(config: Config) -> list[Problem]:
     from bridge import phone  # noqa: PLC0415  (phone imports config for types)
 
@@ -721,16 +850,7 @@ def _cross_check(config: Config) -> list[Problem]:
                         )
                     )
     for name, account in config.accounts.items():
-        if account.provider == "opentech-http" and not account.uid:
-            problems.append(Problem(f"accounts.{name}.uid", "is required for opentech-http"))
-        if account.provider == "kwtsms-smtp":
-            for key in ("smarthost", "mail_from"):
-                if getattr(account, key) is None:
-                    problems.append(Problem(f"accounts.{name}.{key}", "is required for kwtsms-smtp"))
-        if account.sender is not None and len(account.sender) > 11:
-            problems.append(Problem(f"accounts.{name}.sender", "a sender ID has at most 11 characters"))
-        if account.sender and account.senders and account.sender not in account.senders:
-            problems.append(Problem(f"accounts.{name}.sender", "is not in this account's senders list"))
+        problems += account.check(f"accounts.{name}")
     if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
         problems.append(
             Problem("smtp.tls_key" if config.smtp.tls_cert else "smtp.tls_cert", "give both tls_cert and tls_key")
@@ -835,7 +955,7 @@ def load_text(
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(problems + _pydantic_problems(exc)) from None
+        raise ConfigError(problems + _pydantic_problems(exc) + _untagged_account_problems(data)) from None
     problems += _cross_check(config)
     if problems:
         raise ConfigError(problems)

@@ -22,7 +22,7 @@ from email.utils import formatdate, make_msgid
 import aiosmtplib
 
 from bridge.aio import wait_any
-from bridge.config import Config, parse_host_port
+from bridge.config import Config
 from bridge.metrics import Metrics
 from bridge.outbox import MAYBE_SENT, UNANSWERABLE, Notice, Outbox, RejectionRow, Row, State
 from bridge.phone import mask
@@ -257,20 +257,17 @@ class Notifier:
         return None
 
     async def _send(self, message: Message, to: str) -> None:
-        settings = self.config.notify
-        host, port = parse_host_port(settings.smarthost or "")
-        password = settings.password.get_secret_value() if settings.password else None
+        smarthost = self.config.notify.relay()
+        if smarthost is None:
+            raise aiosmtplib.SMTPException("notify.smarthost is not configured")
+        login = smarthost.login()
         await aiosmtplib.send(
             message,
             sender="",
             recipients=[to],
-            hostname=host,
-            port=port,
-            use_tls=settings.tls == "tls",
-            start_tls=settings.tls == "starttls",
-            username=settings.username,
-            password=password,
-            timeout=30,
+            username=login[0] if login else None,
+            password=login[1] if login else None,
+            **smarthost.client_settings(30.0),
         )
 
     def low_balance(self, account: str, balance: float, threshold: float) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from bridge import outbox
-from bridge.config import AccountConfig, Config, load_text
+from bridge.config import AccountConfig, Config, account_config, load_text
 from bridge.model import SmsRequest
 from bridge.outbox import Row
 from bridge.simulator import SimAccount, Simulator
@@ -55,7 +55,9 @@ def account(provider: str, url: str, **overrides: Any) -> AccountConfig:
         base["url"] = url + "/API/"
     if provider == "opentech-http":
         base |= {"url": url + "/ap/static/api/", "uid": "77", "sender": "OpenTech"}
-    return AccountConfig.model_validate(base | overrides)
+    if provider == "kwtsms-smtp":
+        del base["url"]  # a relay account has a smarthost, not a URL
+    return account_config(base | overrides)
 
 
 def sms(text: str = "hello", numbers: tuple[str, ...] = ("96597119440",), **overrides: Any) -> SmsRequest:

@@ -224,3 +224,17 @@ def test_check_json_shows_the_per_account_split(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     sms = json.loads(result.stdout)["sms"]
     assert [(s["account"], s["numbers"]) for s in sms] == [("kwt", [KW]), ("ot", [LB])]
+
+
+def test_a_setting_of_another_provider_is_an_error_at_its_path() -> None:
+    text = json.dumps(
+        {
+            "accounts": {"kwt": {"provider": "kwtsms-http", "username": "u", "password": "p", "relay_to": "x@y.z"}},
+            "routes": {"r": {"format": "kwtsms", "account": "kwt", "recipients": ["s@x.test"]}},
+        }
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_text(text, env={})
+    (problem,) = caught.value.problems
+    assert problem.field == "accounts.kwt.relay_to"
+    assert "belongs to kwtsms-smtp accounts" in problem.message

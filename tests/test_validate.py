@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bridge.config import AccountConfig, NumbersConfig, RouteConfig
+from bridge.config import NumbersConfig, RouteConfig, account_config
 from bridge.model import Draft
 from bridge.validate import Outcome, validate
 
@@ -14,7 +14,7 @@ from bridge.validate import Outcome, validate
 def run(
     draft: dict[str, Any] | None = None, account: dict[str, Any] | None = None, route: dict[str, Any] | None = None
 ) -> Outcome:
-    acc = AccountConfig.model_validate(
+    acc = account_config(
         {"provider": "kwtsms-http", "username": "corp", "password": "pw-canary", "sender": "KWT-SMS"} | (account or {})
     )
     rt = RouteConfig.model_validate({"format": "kwtsms", "account": "kwt", "recipients": ["s@b.test"]} | (route or {}))

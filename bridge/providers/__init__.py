@@ -18,7 +18,7 @@ from typing import Protocol
 
 import httpx
 
-from bridge.config import AccountConfig
+from bridge.config import AccountConfig, KwtsmsHttpAccount, KwtsmsSmtpAccount, OpentechHttpAccount
 from bridge.model import SmsRequest
 
 #: KwtSMS refuses more than 200 numbers in one call (ERR007); OpenTech documents no
@@ -100,14 +100,16 @@ def chunks(numbers: Sequence[str], size: int = MAX_NUMBERS_PER_CALL) -> Iterator
 
 def build(account_name: str, account: AccountConfig, client: httpx.AsyncClient, limiter: RateLimiter) -> Provider:
     """The provider an account names."""
-    if account.provider == "kwtsms-http":
+    if isinstance(account, KwtsmsHttpAccount):
         from bridge.providers.kwtsms_http import KwtSmsHttp  # noqa: PLC0415  (avoid an import cycle)
 
         return KwtSmsHttp(account_name, account, client, limiter)
-    if account.provider == "opentech-http":
+    if isinstance(account, OpentechHttpAccount):
         from bridge.providers.opentech_http import OpenTechHttp  # noqa: PLC0415
 
         return OpenTechHttp(account_name, account, client, limiter)
-    from bridge.providers.kwtsms_smtp import KwtSmsSmtp  # noqa: PLC0415
+    if isinstance(account, KwtsmsSmtpAccount):
+        from bridge.providers.kwtsms_smtp import KwtSmsSmtp  # noqa: PLC0415
 
-    return KwtSmsSmtp(account_name, account, limiter)
+        return KwtSmsSmtp(account_name, account, limiter)
+    raise TypeError(f"no provider for {type(account).__name__}")

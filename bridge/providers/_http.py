@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from bridge.config import AccountConfig
+from bridge.config import KwtsmsHttpAccount, OpentechHttpAccount
 from bridge.errors import AmbiguousDelivery, PermanentDelivery, TransientDelivery
 from bridge.providers import RateLimiter
 
@@ -15,7 +15,13 @@ from bridge.providers import RateLimiter
 class HttpProvider:
     """What the HTTP providers share: an account, the injected client, the limiter."""
 
-    def __init__(self, name: str, account: AccountConfig, client: httpx.AsyncClient, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        name: str,
+        account: KwtsmsHttpAccount | OpentechHttpAccount,
+        client: httpx.AsyncClient,
+        limiter: RateLimiter,
+    ) -> None:
         self.name = name
         self.account = account
         self.client = client

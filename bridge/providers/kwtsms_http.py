@@ -12,6 +12,7 @@ import re
 from typing import Any
 from urllib.parse import quote_plus
 
+from bridge.config import KwtsmsHttpAccount
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
 from bridge.model import SmsRequest
 from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, Sent, credentials
@@ -112,6 +113,8 @@ def v099_lang(request: SmsRequest) -> int:
 
 class KwtSmsHttp(HttpProvider):
     """One KwtSMS account over HTTP."""
+
+    account: KwtsmsHttpAccount
 
     def _credentials(self, request: SmsRequest | None = None) -> tuple[str, str]:
         return credentials(self.account, request)

@@ -15,7 +15,7 @@ from email.utils import formatdate, make_msgid
 
 import aiosmtplib
 
-from bridge.config import AccountConfig, parse_host_port
+from bridge.config import KwtsmsSmtpAccount
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
 from bridge.model import SmsRequest
 from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, RateLimiter, Sent, credentials
@@ -52,7 +52,7 @@ def _reply_error(exc: aiosmtplib.SMTPResponseException, what: str) -> DeliveryEr
 class KwtSmsSmtp:
     """One KwtSMS account reached by mail through a smarthost."""
 
-    def __init__(self, name: str, account: AccountConfig, limiter: RateLimiter) -> None:
+    def __init__(self, name: str, account: KwtsmsSmtpAccount, limiter: RateLimiter) -> None:
         self.name = name
         self.account = account
         self.limiter = limiter
@@ -78,21 +78,14 @@ class KwtSmsSmtp:
         if test:
             raise PermanentDelivery("KwtSMS's mail path has no test mode; send without --test")
         message = self.build_message(request)
-        host, port = parse_host_port(self.account.smarthost or "")
-        tls = self.account.smarthost_tls
-        client = aiosmtplib.SMTP(
-            hostname=host,
-            port=port,
-            use_tls=tls == "tls",
-            start_tls=tls == "starttls",
-            timeout=self.account.timeout,
-        )
+        smarthost = self.account.relay()
+        client = aiosmtplib.SMTP(**smarthost.client_settings(self.account.timeout))
         await self.limiter.wait()
         try:
             await client.connect()
-            if self.account.smarthost_username:
-                secret = self.account.smarthost_password
-                await client.login(self.account.smarthost_username, secret.get_secret_value() if secret else "")
+            login = smarthost.login()
+            if login is not None:
+                await client.login(*login)
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise PermanentDelivery(f"the smarthost refused the login ({exc.code})", code=str(exc.code)) from exc
         except aiosmtplib.SMTPResponseException as exc:

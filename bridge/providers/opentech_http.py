@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from bridge.config import OpentechHttpAccount
 from bridge.errors import AmbiguousDelivery, PermanentDelivery
 from bridge.model import SmsRequest
 from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, Sent, credentials
@@ -57,6 +58,8 @@ def parse_send_reply(body: str, success_pattern: str) -> Sent:
 
 class OpenTechHttp(HttpProvider):
     """One OpenTech account over HTTP."""
+
+    account: OpentechHttpAccount
 
     def _auth(self, request: SmsRequest | None = None) -> dict[str, str]:
         username, password = credentials(self.account, request)
