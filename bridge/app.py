@@ -255,19 +255,20 @@ async def _run(
             balances=balances,
             metrics=metrics,
         )
-        handler = Handler(config, outbox, dispatcher, on_notice=notifier.wake)
+        intake = dispatcher.intake()
+        handler = Handler(config, outbox, intake, on_notice=notifier.wake)
         limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_client)
         guard = AuthGuard(config.smtp.auth_failures, config.smtp.auth_lockout)
         servers = await _bind(config, handler, limits, guard)
-        lmtp_handler = LmtpHandler(config, outbox, dispatcher, on_notice=notifier.wake)
+        lmtp_handler = LmtpHandler(config, outbox, intake, on_notice=notifier.wake)
         if config.lmtp.listen:
             servers.append(await _bind_lmtp(config, lmtp_handler, limits))
             log.info("LMTP listening on %s", config.lmtp.listen)
         bound = [_address(s) for s in servers if s.sockets and s.sockets[0].family != socket.AF_UNIX]
         log.info("sms-bridge %s listening on %s", __version__, ", ".join(f"{h}:{p}" for h, p in bound))
-        watchers = [MailboxWatcher(box, config, outbox, dispatcher, on_notice=notifier.wake) for box in config.imap]
+        watchers = [MailboxWatcher(box, config, outbox, intake, on_notice=notifier.wake) for box in config.imap]
         if config.admin.listen:
-            webhook = AlertWebhook(config, outbox, dispatcher, lambda: handler.stopping)
+            webhook = AlertWebhook(config, outbox, intake, lambda: handler.stopping)
             status = StatusPage(config, outbox, dispatcher, lambda: [(w.label, w.connected.is_set()) for w in watchers])
             parts = admin.Parts(
                 outbox, handler, dispatcher, notifier, watchers, lambda: handler.stopping, webhook, status

@@ -447,7 +447,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     import time  # noqa: PLC0415
 
     from bridge import outbox  # noqa: PLC0415
-    from bridge.dispatch import numbers_for_log  # noqa: PLC0415
+    from bridge.phone import numbers_for_log  # noqa: PLC0415
 
     config = _load_config(args, secrets=False)
     path = Path(config.queue.path)

@@ -20,42 +20,23 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from bridge.aio import wait_any
+from bridge.balances import Balances
 from bridge.breaker import Breaker
 from bridge.config import Config
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
+from bridge.ingress.context import Intake
 from bridge.metrics import Metrics
 from bridge.model import Draft, SmsRequest
 from bridge.outbox import MAYBE_SENT, NOTIFIED, REFUSED, Group, Notice, Outbox, Pacing, Row, State
-from bridge.phone import mask
+from bridge.outcomes import Outcome, Outcomes
+from bridge.phone import numbers_for_log
 from bridge.providers import Provider, Sent
 from bridge.validate import validate
 
 log = logging.getLogger("bridge.dispatch")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one row's first attempt ended in, for ``ack: delivered`` routes."""
-
-    state: str  # sent, failed, unknown, queued, expired
-    reason: str = ""
-    code: str = ""
-    msg_id: str = ""
-
-
-@dataclass
-class _Waiter:
-    ids: frozenset[str]
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def numbers_for_log(numbers: tuple[str, ...]) -> str:
-    shown = ",".join(mask(n) for n in numbers[:3])
-    return shown + (f",+{len(numbers) - 3}" if len(numbers) > 3 else "")
 
 
 class Dispatcher:
@@ -76,16 +57,16 @@ class Dispatcher:
         self.outbox = outbox
         self.providers = providers
         self.on_notice = on_notice
-        self.on_low_balance = on_low_balance
         #: the last balance each provider reported (kept in the outbox across restarts)
-        self.balances: dict[str, float] = dict(balances or {})
+        self.balances = Balances(config, outbox, balances, on_low_balance)
+        #: what ``ack: delivered`` sessions wait for
+        self.outcomes = Outcomes()
         self.rng = rng or random.Random()  # noqa: S311  (jitter, not secrets)
         self._wake = {name: asyncio.Event() for name in providers}
         self.pacing = {name: self._pacing(name) for name in providers}
         self.breakers = {name: Breaker(name, config.accounts[name].breaker) for name in providers}
         #: each account's last provider call: (when, result, code), for the status page
         self.last_result: dict[str, tuple[float, str, str]] = {}
-        self._waiters: dict[str, _Waiter] = {}
         self.attempts = 0  # provider calls made (for metrics and the benchmark)
 
     def _pacing(self, account: str) -> Pacing:
@@ -93,65 +74,18 @@ class Dispatcher:
         pages = {
             name: route.digest_pages
             for name, route in self.config.routes.items()
-            if route.account == account and route.digest_pages is not None
+            if account in route.accounts() and route.digest_pages is not None
         }
         return Pacing(interval=settings.pacing(), digest_pages=pages, default_pages=settings.max_pages)
-
-    def cannot_pay(self, requests: tuple[SmsRequest, ...]) -> str | None:
-        """Why an account that refuses when empty cannot take these SMS now, or None."""
-        needed: dict[str, int] = {}
-        for request in requests:
-            needed[request.account] = needed.get(request.account, 0) + request.points
-        for account, points in needed.items():
-            balance = self.balances.get(account)
-            if self.config.accounts[account].refuse_when_empty and balance is not None and balance < points:
-                return f"account {account} cannot pay for this mail ({points} points; last known balance {balance:g})"
-        return None
-
-    async def _record_balance(self, account: str, balance: float) -> None:
-        previous = await self.outbox.record_balance(account, balance)
-        self.balances[account] = balance
-        threshold = self.config.accounts[account].balance_warning
-        if threshold is not None and balance < threshold and (previous is None or previous >= threshold):
-            log.warning("low balance account=%s: %g points left (warning below %g)", account, balance, threshold)
-            self.on_low_balance(account, balance, threshold)
 
     def wake(self, account: str | None = None) -> None:
         for name, event in self._wake.items():
             if account is None or name == account:
                 event.set()
 
-    # -- ack: delivered ----------------------------------------------------
-
-    def watch(self, mail_id: str, ids: tuple[str, ...]) -> None:
-        self._waiters[mail_id] = _Waiter(frozenset(ids))
-
-    async def outcome(self, mail_id: str, within: float) -> dict[str, Outcome] | None:
-        """The first outcome of every row of ``mail_id``, or None if not all came in time."""
-        waiter = self._waiters.get(mail_id)
-        if waiter is None:
-            return None
-        try:
-            async with asyncio.timeout(within):
-                await waiter.done.wait()
-        except TimeoutError:
-            return None
-        finally:
-            self._waiters.pop(mail_id, None)
-        return dict(waiter.outcomes)
-
-    def _report(self, rows: list[Row], outcome: Outcome) -> bool:
-        """Tell a waiting SMTP session; True if one is waiting for these rows."""
-        waiting = False
-        for row in rows:
-            waiter = self._waiters.get(row.mail_id)
-            if waiter is None or row.id not in waiter.ids:
-                continue
-            waiting = True
-            waiter.outcomes.setdefault(row.id, outcome)
-            if set(waiter.outcomes) >= waiter.ids:
-                waiter.done.set()
-        return waiting
+    def intake(self) -> Intake:
+        """What the ways in need: metrics, balances, outcomes, and a wake-up."""
+        return Intake(self.metrics, self.balances, self.outcomes, self.wake)
 
     # -- the loops ---------------------------------------------------------
 
@@ -340,7 +274,7 @@ class Dispatcher:
     async def _sent(self, group: Group, provider: Provider, sent: Sent) -> None:
         rows = group.rows
         if sent.balance_after is not None:
-            await self._record_balance(rows[0].request.account, sent.balance_after)
+            await self.balances.record(rows[0].request.account, sent.balance_after)
         charges = group.charges()
         now = time.time()
         for row in rows:
@@ -367,7 +301,7 @@ class Dispatcher:
                 digest,
                 "" if sent.confirmed else " (handed to relay)",
             )
-        self._report(rows, Outcome("sent", msg_id=sent.message_id))
+        self.outcomes.report(rows, Outcome("sent", msg_id=sent.message_id))
 
     def _delay(self, attempts: int, retry_after: float | None) -> float:
         """The provider's own "retry after" when it gave one (spread upwards only),
@@ -392,7 +326,7 @@ class Dispatcher:
         for row in retry:
             log.info("retry id=%s in %.0fs attempts=%d: %s", row.id, when[row.id] - now, row.delivery.attempts + 1, exc)
         if retry:
-            self._report(retry, Outcome("queued", str(exc), exc.code))
+            self.outcomes.report(retry, Outcome("queued", str(exc), exc.code))
         if expired:
             reason = f"not sent within {self.config.dispatch.max_age:.0f} s; last error: {exc.reason}"
             if isinstance(exc, AmbiguousDelivery):
@@ -407,7 +341,7 @@ class Dispatcher:
 
     async def _finish(self, rows: list[Row], state: State, exc: DeliveryError) -> None:
         outcome = Outcome(state, exc.reason, exc.code)
-        waiting = self._report(rows, outcome)
+        waiting = self.outcomes.report(rows, outcome)
         # A waiting SMTP session decides whether the sender hears of a refusal by 550 or by notice.
         notice = Notice.NONE
         if state in NOTIFIED:

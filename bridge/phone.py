@@ -87,3 +87,8 @@ def mask(number: str) -> str:
     if len(number) <= 6:
         return "***"
     return number[:6] + "*" * (len(number) - 8) + number[-2:]
+
+
+def numbers_for_log(numbers: tuple[str, ...]) -> str:
+    shown = ",".join(mask(n) for n in numbers[:3])
+    return shown + (f",+{len(numbers) - 3}" if len(numbers) > 3 else "")

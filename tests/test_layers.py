@@ -53,3 +53,9 @@ def test_the_pure_core_imports_no_io(module: str) -> None:
 
 def test_the_core_list_names_real_files() -> None:
     assert all((BRIDGE / module).is_file() for module in CORE)
+
+
+@pytest.mark.parametrize("module", sorted(p.name for p in (BRIDGE / "ingress").glob("*.py")))
+def test_ingress_asks_nothing_of_dispatch(module: str) -> None:
+    """The ways in reach balances, outcomes and the wake-up through ingress.context.Intake."""
+    assert "bridge.dispatch" not in imports(BRIDGE / "ingress" / module)

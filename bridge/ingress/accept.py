@@ -1,7 +1,7 @@
 """Accepting a valid mail: what SMTP and IMAP ingress share.
 
 The client's checks, the account's balance, the limits, the durable commit,
-the log lines and the dispatcher's wake-up, in one place. Each ingress maps
+the log lines and the dispatch loop's wake-up, in one place. Each ingress maps
 the :class:`Admission` to its own answer: an SMTP reply, or a folder and a
 notice.
 """
@@ -14,9 +14,10 @@ from typing import Any, Literal
 
 from bridge.access import check_requests
 from bridge.config import ClientConfig, Config
-from bridge.dispatch import Dispatcher, numbers_for_log
+from bridge.ingress.context import Intake
 from bridge.model import InboundMail, Problem, SmsRequest, Verdict
 from bridge.outbox import Accepted, DailyCapReached, Enqueued, ImapKey, LimitExceeded, Outbox
+from bridge.phone import numbers_for_log
 
 log = logging.getLogger("bridge.accept")
 
@@ -55,7 +56,7 @@ def _counts_anything(limits: Any) -> bool:
 async def admit(
     config: Config,
     outbox: Outbox,
-    dispatcher: Dispatcher,
+    intake: Intake,
     *,
     client_name: str,
     mail: InboundMail,
@@ -66,7 +67,7 @@ async def admit(
 ) -> Admission:
     client = config.clients[client_name]
     refused = check_requests(client_name, client, config, verdict.requests)
-    metrics = dispatcher.metrics
+    metrics = intake.metrics
     way = via.partition(":")[0]  # imap:<mailbox> counts as imap
     stage = "webhook" if via == "webhook" else "data"
     if refused:
@@ -75,7 +76,7 @@ async def admit(
             "refused via=%s client=%s from=%s: %s", via, client_name, mail.mail_from, "; ".join(map(str, refused))
         )
         return Admission("refused", problems=tuple(refused))
-    empty = dispatcher.cannot_pay(verdict.requests)
+    empty = intake.balances.cannot_pay(verdict.requests)
     if empty is not None:
         metrics.refused(way, stage, "balance")
         log.warning("not accepted via=%s from=%s: %s", via, mail.mail_from, empty)
@@ -124,5 +125,5 @@ async def admit(
         )
     metrics.mail_accepted.labels(way).inc()
     for account in dict.fromkeys(r.account for r in verdict.requests):
-        dispatcher.wake(account)
+        intake.wake(account)
     return Admission("queued", enqueued)

@@ -38,9 +38,9 @@ import aioimaplib
 from bridge.access import Peer, find_client, sender_allowed
 from bridge.aio import wait_any
 from bridge.config import Config, ImapConfig
-from bridge.dispatch import Dispatcher
 from bridge.errors import BridgeError
 from bridge.ingress.accept import admit
+from bridge.ingress.context import Intake
 from bridge.ingress.smtp import fingerprint
 from bridge.intake import decide
 from bridge.mail import parse_mail
@@ -244,7 +244,7 @@ class MailboxWatcher:
         box: ImapConfig,
         config: Config,
         outbox: Outbox,
-        dispatcher: Dispatcher,
+        intake: Intake,
         *,
         on_notice: Callable[[], None],
         rng: random.Random | None = None,
@@ -252,7 +252,7 @@ class MailboxWatcher:
         self.box = box
         self.config = config
         self.outbox = outbox
-        self.dispatcher = dispatcher
+        self.intake = intake
         self.on_notice = on_notice
         self.rng = rng or random.Random()  # noqa: S311  (jitter, not secrets)
         self.label = box.label()
@@ -337,7 +337,7 @@ class MailboxWatcher:
         verdict = decide(mail, self.config)
         via = f"imap:{self.label}"
         if not verdict.ok:
-            self.dispatcher.metrics.refused("imap", "data", "field")
+            self.intake.metrics.refused("imap", "data", "field")
             await self._reject(session, key, uid, raw, mail, list(verdict.problems))
             return
         found = find_client(self.config, Peer(mailbox=self.label))
@@ -354,7 +354,7 @@ class MailboxWatcher:
         admission = await admit(
             self.config,
             self.outbox,
-            self.dispatcher,
+            self.intake,
             client_name=name,
             mail=mail,
             verdict=verdict,

@@ -47,13 +47,14 @@ from bridge.access import (
     verify_password,
 )
 from bridge.config import Config, ListenerConfig
-from bridge.dispatch import Dispatcher, Outcome
 from bridge.guard import AuthGuard
 from bridge.ingress.accept import admit
+from bridge.ingress.context import Intake
 from bridge.ingress.lineends import LineEnds
 from bridge.intake import decide
 from bridge.mail import parse_mail
 from bridge.outbox import REFUSED, Notice, Outbox, State
+from bridge.outcomes import Outcome
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.smtp")
@@ -259,18 +260,16 @@ class BridgeSMTP(SMTP):
 class Handler:
     """aiosmtpd hooks: who at MAIL, routing at RCPT, parse/validate/commit at DATA."""
 
-    def __init__(
-        self, config: Config, outbox: Outbox, dispatcher: Dispatcher, *, on_notice: Callable[[], None]
-    ) -> None:
+    def __init__(self, config: Config, outbox: Outbox, intake: Intake, *, on_notice: Callable[[], None]) -> None:
         self.config = config
         self.outbox = outbox
-        self.dispatcher = dispatcher
+        self.intake = intake
         self.on_notice = on_notice
         self.stopping = False
         self.in_data = 0
         self.idle = asyncio.Event()
         self.idle.set()
-        self.metrics = dispatcher.metrics
+        self.metrics = intake.metrics
         self._clients: weakref.WeakKeyDictionary[Envelope, str] = weakref.WeakKeyDictionary()
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}  # user → keyed digest of a password that passed scrypt
@@ -425,7 +424,7 @@ class Handler:
         admission = await admit(
             self.config,
             self.outbox,
-            self.dispatcher,
+            self.intake,
             client_name=client_name,
             mail=mail,
             verdict=verdict,
@@ -446,10 +445,10 @@ class Handler:
         routes = {r.route for r in verdict.requests}
         wait = [self.config.routes[r] for r in routes if self.config.routes[r].ack == "delivered"]
         if wait:
-            self.dispatcher.watch(enqueued.mail_id, enqueued.ids)
+            self.intake.outcomes.watch(enqueued.mail_id, enqueued.ids)
         if not wait:
             return f"250 2.0.0 queued as {enqueued.mail_id}"
-        outcomes = await self.dispatcher.outcome(enqueued.mail_id, max(r.ack_timeout for r in wait))
+        outcomes = await self.intake.outcomes.outcome(enqueued.mail_id, max(r.ack_timeout for r in wait))
         return await self._delivered_reply(enqueued.mail_id, enqueued.ids, outcomes)
 
     async def _delivered_reply(self, mail_id: str, ids: tuple[str, ...], outcomes: dict[str, Outcome] | None) -> str:
