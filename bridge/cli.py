@@ -407,6 +407,8 @@ def print_row(r: Row, history: Sequence[Event] = ()) -> None:
     print(f"recipients:      {', '.join(o.rcpts)}")
     print(f"message-id:      {o.message_id or '(none)'}")
     print(f"route/account:   {q.route} / {q.account} ({q.provider})")
+    if d.tried:
+        print(f"tried before:    {', '.join(d.tried)} (definitely not sent there; failed over)")
     print(f"sender:          {q.sender}")
     print(f"numbers:         {', '.join(q.numbers)} ({len(q.numbers)})")
     print(f"text:            {q.text}")

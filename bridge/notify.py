@@ -111,6 +111,7 @@ def build_notice(row: Row, config: Config) -> MIMEMultipart:
         f"  Reason:     {reason}{code}\n"
         f"  Numbers:    {', '.join(request.numbers)}\n"
         f"  Sender ID:  {request.sender}\n"
+        f"  Account:    {request.account}{' (after ' + ', '.join(delivery.tried) + ')' if delivery.tried else ''}\n"
         f"  Text:       {request.text}\n"
         f"  Subject:    {origin.subject or '(none)'}\n"
         f"  Message-ID: {origin.message_id or '(none)'}\n"

@@ -24,6 +24,7 @@ from tests.helpers import (
     free_port,
     mail,
     running_bridge,
+    run_cli,
     running_simulator,
     submit,
 )
@@ -94,6 +95,13 @@ async def test_kwtsms_down_alerts_go_out_through_opentech_each_once(tmp_path: Pa
     for row in rows:
         assert (row.request.account, row.delivery.tried, row.delivery.attempts) == ("ot", ("kwt",), 2)
         assert row.request.sender == "OpenTech"  # revalidated for the fallback account
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(bridge.config.model_dump(mode="json")))))
+    code, shown = await run_cli("queue", "-c", str(path), "show", rows[0].id)
+    assert code == 0, shown
+    assert "route/account:   body / ot (opentech-http)" in shown
+    assert "tried before:    kwt" in shown
+    assert "failover: from kwt to ot: could not reach the provider" in shown
 
 
 async def test_an_ambiguous_outcome_never_fails_over(tmp_path: Path) -> None:
