@@ -23,8 +23,8 @@ from tests.helpers import (
     eventually,
     free_port,
     mail,
-    running_bridge,
     run_cli,
+    running_bridge,
     running_simulator,
     submit,
 )
