@@ -40,14 +40,22 @@ class Parts:
 
 def build(parts: Parts) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
+        outbox = parts.outbox
+        reachable, where = await outbox.health()
+        database = {"backend": where, "reachable": reachable, "instance": outbox.instance}
+        if not reachable:
+            failing = {"status": "failing", "reason": "outbox unreachable", "database": database}
+            return web.json_response(failing, status=503)
         try:
-            counts = await parts.outbox.counts()
+            counts = await outbox.counts()
         except Exception as exc:  # noqa: BLE001  (the probe reports it; the bridge keeps running)
-            failing = {"status": "failing", "reason": f"outbox: {type(exc).__name__}"}
+            failing = {"status": "failing", "reason": f"outbox: {type(exc).__name__}", "database": database}
             return web.json_response(failing, status=503)
         status = "stopping" if parts.stopping() else "ok"
         body: dict[str, object] = {
             "status": status,
+            "instance": outbox.instance,
+            "database": database,
             "queue": counts,
             "imap": {w.label: w.connected.is_set() for w in parts.watchers},
             "breakers": {name: b.state for name, b in parts.dispatcher.breakers.items()},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -11,9 +12,10 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiohttp import web
@@ -31,8 +33,8 @@ from bridge.ingress.webhook import AlertWebhook
 from bridge.logs import quiet_noisy_loggers
 from bridge.metrics import Metrics
 from bridge.notify import Notifier
-from bridge.outbox import Outbox, SqliteOutbox
-from bridge.providers import Provider, RateLimiter, build
+from bridge.outbox import Leadership, Outbox, open_outbox
+from bridge.providers import Provider, RateLimiter, SharedRateLimiter, build
 from bridge.simulator import Simulator
 from bridge.status import StatusPage
 
@@ -56,8 +58,9 @@ async def in_process_simulator(config: Config) -> AsyncIterator[Simulator | None
 
 
 @asynccontextmanager
-async def open_providers(config: Config) -> AsyncIterator[dict[str, Provider]]:
-    """One provider per account, sharing one HTTP client."""
+async def open_providers(config: Config, outbox: Outbox | None = None) -> AsyncIterator[dict[str, Provider]]:
+    """One provider per account, sharing one HTTP client. With an outbox several bridges
+    share, each account's rate is shared too: a total over the bridges."""
     quiet_noisy_loggers()
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(
@@ -68,9 +71,16 @@ async def open_providers(config: Config) -> AsyncIterator[dict[str, Provider]]:
             )
         )
         providers = {
-            name: build(name, account, client, RateLimiter(account.rate)) for name, account in config.accounts.items()
+            name: build(name, account, client, _limiter(name, account.rate, outbox))
+            for name, account in config.accounts.items()
         }
         yield providers
+
+
+def _limiter(account: str, rate: float, outbox: Outbox | None) -> RateLimiter:
+    if outbox is None or not outbox.shared:
+        return RateLimiter(rate)
+    return SharedRateLimiter(rate, functools.partial(outbox.rate_slot, account))
 
 
 def notify_systemd(state: str) -> None:
@@ -146,6 +156,24 @@ async def housekeeping(config: Config, outbox: Outbox, stop: asyncio.Event) -> N
         await wait_any(stop, seconds=3600)
 
 
+async def as_leader(
+    leadership: Leadership, work: Callable[[asyncio.Event], Coroutine[Any, Any, None]], stop: asyncio.Event
+) -> None:
+    """Run ``work(its_stop)`` while this bridge holds ``leadership``, until ``stop``: when the
+    leadership is lost the work is stopped, and started again once it is held again."""
+    while not stop.is_set():
+        await wait_any(leadership.held, stop, seconds=None)
+        if stop.is_set():
+            return
+        lost = asyncio.Event()
+        task = asyncio.create_task(work(lost))
+        try:
+            await wait_any(leadership.lost, stop, seconds=None)
+        finally:
+            lost.set()
+            await task
+
+
 async def serve(
     config: Config,
     *,
@@ -181,9 +209,8 @@ async def serve(
             if reload is not None:
                 loop.add_signal_handler(signal.SIGHUP, hup.set)
                 stack.callback(loop.remove_signal_handler, signal.SIGHUP)
-        outbox = await stack.enter_async_context(
-            SqliteOutbox(config.queue.path, dedupe_window=config.queue.dedupe_window)
-        )
+        outbox: Outbox = await stack.enter_async_context(open_outbox(config.queue))
+        log.info("outbox: %s", outbox.describe())
         at_least_once = [n for n, a in config.accounts.items() if a.at_least_once]
         recovered = await outbox.start_up(at_least_once=at_least_once)
         if any(recovered.values()):
@@ -200,8 +227,8 @@ async def serve(
             first = False
             if new is None:
                 break
-            if new.queue.path != config.queue.path:
-                log.warning("queue.path changed; the outbox moves only with a restart (systemctl restart sms-bridge)")
+            if new.queue != config.queue:
+                log.warning("queue changed; the outbox moves only with a restart (systemctl restart sms-bridge)")
             config = new
             log.info("reloaded the configuration: %d account(s), %d route(s)", len(config.accounts), len(config.routes))
     log.info("stopped")
@@ -230,7 +257,7 @@ async def _next_config(stop: asyncio.Event, hup: asyncio.Event, reload: Callable
 
 async def _run(
     config: Config,
-    outbox: SqliteOutbox,
+    outbox: Outbox,
     metrics: Metrics,
     stop: asyncio.Event,
     hup: asyncio.Event,
@@ -244,7 +271,7 @@ async def _run(
     async with AsyncExitStack() as stack:
         balances = await outbox.balances()
         await stack.enter_async_context(in_process_simulator(config))
-        providers = await stack.enter_async_context(open_providers(config))
+        providers = await stack.enter_async_context(open_providers(config, outbox))
         notifier = Notifier(config, outbox, metrics)
         dispatcher = Dispatcher(
             config,
@@ -256,6 +283,8 @@ async def _run(
             metrics=metrics,
         )
         intake = dispatcher.intake()
+        outbox.listen(dispatcher.wake, notifier.wake)  # other bridges queued, or left a notice
+        stack.callback(outbox.listen, lambda account: None, lambda: None)
         handler = Handler(config, outbox, intake, on_notice=notifier.wake)
         limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_client)
         guard = AuthGuard(config.smtp.auth_failures, config.smtp.auth_lockout)
@@ -289,10 +318,15 @@ async def _run(
         dispatch_stop, notify_stop, imap_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             dispatching = tg.create_task(dispatcher.run(dispatch_stop), name="dispatcher")
-            tg.create_task(notifier.run(notify_stop), name="notifier")
-            tg.create_task(housekeeping(config, outbox, notify_stop), name="housekeeping")
+            # with several bridges on one outbox, one at a time sends notices and watches each mailbox
+            notices = outbox.leadership("notices")
+            tg.create_task(as_leader(notices, notifier.run, notify_stop), name="notifier")
+            tg.create_task(
+                as_leader(notices, functools.partial(housekeeping, config, outbox), notify_stop), name="housekeeping"
+            )
             for watcher in watchers:
-                tg.create_task(watcher.run(imap_stop), name=f"imap-{watcher.label}")
+                mailbox = outbox.leadership(f"imap {watcher.label}")
+                tg.create_task(as_leader(mailbox, watcher.run, imap_stop), name=f"imap-{watcher.label}")
             notify_systemd("READY=1")
             if ready is not None:
                 ready(bound)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from bridge.config import Config
+from bridge.errors import OutboxError
 from bridge.model import SmsRequest
 from bridge.outbox import Outbox
 
@@ -44,7 +45,11 @@ class Balances:
 
     async def record(self, account: str, balance: float) -> None:
         """A balance a provider reported: stored, and warned of when it falls below the threshold."""
-        previous = await self.outbox.record_balance(account, balance)
+        try:
+            previous = await self.outbox.record_balance(account, balance)
+        except OutboxError as exc:  # known here until the outbox is back; the next send stores it
+            log.warning("balance of %s not stored (%s)", account, exc)
+            previous = self.known.get(account)
         self.known[account] = balance
         threshold = self.config.accounts[account].balance_warning
         if threshold is not None and balance < threshold and (previous is None or previous >= threshold):

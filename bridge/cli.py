@@ -25,7 +25,7 @@ from bridge.intake import decide
 from bridge.logs import set_level, setup_logging
 from bridge.mail import parse_mail
 from bridge.model import Draft, Problem, SmsRequest, Verdict
-from bridge.outbox import Event, Notice, Row, State
+from bridge.outbox import Event, Notice, Row, State, Tx
 from bridge.providers import Provider, Sent, chunks
 from bridge.validate import validate
 
@@ -449,55 +449,55 @@ def cmd_queue(args: argparse.Namespace) -> int:
     import time  # noqa: PLC0415
 
     from bridge import outbox  # noqa: PLC0415
-    from bridge.phone import numbers_for_log  # noqa: PLC0415
 
     config = _load_config(args, secrets=False)
-    path = Path(config.queue.path)
-    if not path.exists():
-        print(f"sms-bridge: no outbox at {path} yet (queue.path); start the bridge first", file=sys.stderr)
-        return 1
-    conn = outbox.connect(path)
     try:
-        if args.action == "list":
-            rows = outbox.op_list(conn, args.state, args.limit)
-            counts = outbox.op_counts(conn)
-            print("  ".join(f"{k}={v}" for k, v in counts.items() if v) or "the outbox is empty")
-            for r in rows:
-                d = r.delivery
-                error = f"  {d.last_code + ' ' if d.last_code else ''}{d.last_error}" if d.last_error else ""
-                print(
-                    f"{r.id:<22} {d.state:<9} {r.request.account:<10} {numbers_for_log(r.request.numbers):<28} "
-                    f"attempts={d.attempts} {_when(r.updated)}{error}"
-                )
-            return 0
-        if args.action == "show":
-            rows = outbox.op_get(conn, args.id)
-            if not rows:
-                print(f"sms-bridge: no message {args.id}", file=sys.stderr)
-                return 1
-            for r in rows:
-                print_row(r, outbox.op_history(conn, r.id))
-            return 0
-        actor = f"cli:{getpass.getuser()}"
-        conn.execute("BEGIN IMMEDIATE")
-        if args.action == "retry":
-            ids = outbox.op_requeue(conn, args.id, time.time(), actor)
-            verb, hint = "queued again", "only failed, unknown, expired or cancelled messages can be retried"
-        elif args.action == "not-sent":
-            ids = outbox.op_mark_not_sent(conn, args.id, time.time(), actor)
-            verb, hint = "marked as not sent", "only unknown messages (may or may not have been sent) can be marked"
-        else:
-            ids = outbox.op_cancel(conn, args.id, time.time(), actor)
-            verb, hint = "cancelled", "only queued messages can be cancelled"
-        conn.execute("COMMIT")
-        if not ids:
-            print(f"sms-bridge: nothing to do for {args.id}: {hint}", file=sys.stderr)
-            return 1
-        for i in ids:
-            print(f"{i}: {verb}")
+        with outbox.transaction(config.queue) as conn:
+            return _queue_action(args, conn, time.time(), f"cli:{getpass.getuser()}")
+    except outbox.OutboxError as exc:
+        print(f"sms-bridge: {exc}", file=sys.stderr)
+        return 1
+
+
+def _queue_action(args: argparse.Namespace, conn: Tx, now: float, actor: str) -> int:
+    from bridge import outbox  # noqa: PLC0415
+    from bridge.phone import numbers_for_log  # noqa: PLC0415
+
+    if args.action == "list":
+        rows = outbox.op_list(conn, args.state, args.limit)
+        counts = outbox.op_counts(conn)
+        print("  ".join(f"{k}={v}" for k, v in counts.items() if v) or "the outbox is empty")
+        for r in rows:
+            d = r.delivery
+            error = f"  {d.last_code + ' ' if d.last_code else ''}{d.last_error}" if d.last_error else ""
+            print(
+                f"{r.id:<22} {d.state:<9} {r.request.account:<10} {numbers_for_log(r.request.numbers):<28} "
+                f"attempts={d.attempts} {_when(r.updated)}{error}"
+            )
         return 0
-    finally:
-        conn.close()
+    if args.action == "show":
+        rows = outbox.op_get(conn, args.id)
+        if not rows:
+            print(f"sms-bridge: no message {args.id}", file=sys.stderr)
+            return 1
+        for r in rows:
+            print_row(r, outbox.op_history(conn, r.id))
+        return 0
+    if args.action == "retry":
+        ids = outbox.op_requeue(conn, args.id, now, actor)
+        verb, hint = "queued again", "only failed, unknown, expired or cancelled messages can be retried"
+    elif args.action == "not-sent":
+        ids = outbox.op_mark_not_sent(conn, args.id, now, actor)
+        verb, hint = "marked as not sent", "only unknown messages (may or may not have been sent) can be marked"
+    else:
+        ids = outbox.op_cancel(conn, args.id, now, actor)
+        verb, hint = "cancelled", "only queued messages can be cancelled"
+    if not ids:
+        print(f"sms-bridge: nothing to do for {args.id}: {hint}", file=sys.stderr)
+        return 1
+    for i in ids:
+        print(f"{i}: {verb}")
+    return 0
 
 
 def _with_common(sub: Any, common: argparse.ArgumentParser) -> None:

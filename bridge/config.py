@@ -164,12 +164,35 @@ class NotifyConfig(_Model):
 
 
 class QueueConfig(_Model):
+    #: the SQLite outbox (the embedded default, one bridge)
     path: str = "sms-bridge-outbox.sqlite3"
+    #: ``postgresql://user:password@host:port/db``: a PostgreSQL outbox that several
+    #: bridges share (``path`` is then not used)
+    url: SecretStr | None = None
+    #: this bridge's name among those sharing a PostgreSQL outbox (default: the host name);
+    #: two running bridges never have the same
+    instance: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$")
+    #: seconds a claim holds without renewal: a bridge that stopped answering has its
+    #: claims taken back after this (PostgreSQL)
+    lease: float = Field(default=30.0, ge=3, le=3600)
     #: a mail resubmitted with the same Message-ID, sender and body within this
     #: many seconds (a client retrying after a lost reply) is not queued again
     dedupe_window: float = Field(default=86400.0, ge=0)
     #: days a message that reached a final state (and its history) is kept
     keep_days: float = Field(default=30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^postgres(ql)?://", value.get_secret_value()):
+            raise ValueError("must be a postgresql://user:password@host:port/database URL")
+        return value
+
+    def describe(self) -> str:
+        """Where the outbox is, without a password."""
+        if self.url is None:
+            return f"sqlite {self.path}"
+        return "postgresql " + re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", self.url.get_secret_value())
 
 
 class NumbersConfig(_Model):

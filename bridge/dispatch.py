@@ -16,17 +16,18 @@ call. Outcomes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from bridge.aio import wait_any
 from bridge.balances import Balances
 from bridge.breaker import Breaker
 from bridge.config import Config
-from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
+from bridge.errors import AmbiguousDelivery, DeliveryError, LeaseLost, OutboxError, PermanentDelivery, TransientDelivery
 from bridge.ingress.context import Intake
 from bridge.metrics import Metrics
 from bridge.model import Draft, SmsRequest
@@ -68,6 +69,7 @@ class Dispatcher:
         #: each account's last provider call: (when, result, code), for the status page
         self.last_result: dict[str, tuple[float, str, str]] = {}
         self.attempts = 0  # provider calls made (for metrics and the benchmark)
+        self._outbox_trouble: set[str] = set()
 
     def _pacing(self, account: str) -> Pacing:
         settings = self.config.accounts[account]
@@ -79,6 +81,7 @@ class Dispatcher:
         return Pacing(interval=settings.pacing(), digest_pages=pages, default_pages=settings.max_pages)
 
     def wake(self, account: str | None = None) -> None:
+        """Look for due rows now: of ``account``, or of every account."""
         for name, event in self._wake.items():
             if account is None or name == account:
                 event.set()
@@ -111,25 +114,60 @@ class Dispatcher:
                 in_flight.release()
                 break
             wake.clear()
-            group = await self.outbox.claim(name, combine=self.config.dispatch.combine, pacing=self.pacing[name])
-            if not group.rows:
+            try:
+                group = await self.outbox.claim(name, combine=self.config.dispatch.combine, pacing=self.pacing[name])
+                if not group.rows:
+                    in_flight.release()
+                    due = await self.outbox.next_due(name)
+                    idle = 1.0 if due is None else min(max(due - time.time(), 0.0), 1.0)
+                    await wait_any(wake, stop, seconds=idle)
+                    continue
+                diverted = await self._divert_if_down(name, group)
+            except OutboxError as exc:
+                # claimed rows, if any, go back to the queue when their lease runs out
                 in_flight.release()
-                due = await self.outbox.next_due(name)
-                idle = 1.0 if due is None else min(max(due - time.time(), 0.0), 1.0)
-                await wait_any(wake, stop, seconds=idle)
+                self._outbox_down(name, exc)
+                await wait_any(stop, seconds=2.0)
                 continue
-            diverted = await self._divert_if_down(name, group)
+            self._outbox_up(name)
             if diverted:
                 in_flight.release()
                 continue
             attempts.create_task(self._attempt(name, provider, group, in_flight))
+
+    def _outbox_down(self, account: str, exc: OutboxError) -> None:
+        if account not in self._outbox_trouble:
+            log.warning("dispatch %s: %s; trying again every 2 s", account, exc)
+        self._outbox_trouble.add(account)
+
+    def _outbox_up(self, account: str) -> None:
+        if account in self._outbox_trouble:
+            self._outbox_trouble.discard(account)
+            log.warning("dispatch %s: the outbox answers again", account)
+
+    async def _stored(self, what: str, store: Callable[[], Awaitable[object]]) -> None:
+        """Record an outcome, however long the outbox is away: what a provider said
+        cannot be asked again. (If the bridge stops first, the rows stay ``sending``
+        and become ``unknown``: never resent.)"""
+        delay = 0.5
+        while True:
+            try:
+                await store()
+            except LeaseLost:
+                raise
+            except OutboxError as exc:
+                log.warning("cannot record %s yet (%s); trying again in %.0f s", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                return
 
     async def _attempt(self, name: str, provider: Provider, group: Group, in_flight: asyncio.Semaphore) -> None:
         try:
             ids = group.ids
 
             async def on_start() -> None:
-                await self.outbox.mark_sending(ids)
+                await self.outbox.mark_sending(group)
 
             if any(r.request.credentials is not None and not r.request.credentials.password for r in group.rows):
                 reason = "the credentials from the mail were erased after an earlier attempt; send the mail again"
@@ -140,6 +178,14 @@ class Dispatcher:
             breaker = self.breakers[name]
             try:
                 sent = await provider.send(group.request(), on_start=on_start)
+            except LeaseLost as exc:
+                log.warning("not sent by this instance: %s", exc)
+                return
+            except OutboxError as exc:  # before the call: nothing was handed to the provider
+                log.warning("not sending %s now: %s", ", ".join(ids), exc)
+                with contextlib.suppress(OutboxError):
+                    await self.outbox.hold(ids, time.time() + 2.0)
+                return
             except TransientDelivery as exc:
                 self._called(name, began, "transient", exc.code)
                 rows = await self._after_failure(name, group.rows, exc)
@@ -163,7 +209,8 @@ class Dispatcher:
                 await self._sent(group, provider, sent)
             interval = self.pacing[name].interval
             if interval > 0:  # counted from the provider's answer, so its clock sees the full interval
-                await self.outbox.pace(name, group.request().numbers, time.time() + interval)
+                numbers = group.request().numbers
+                await self._stored("pacing", lambda: self.outbox.pace(name, numbers, time.time() + interval))
         finally:
             in_flight.release()
 
@@ -213,7 +260,7 @@ class Dispatcher:
             else:
                 moves.append((row, target))
         if moves:
-            await self.outbox.fail_over(moves, reason=reason, code=code)
+            await self._stored("a failover", lambda: self.outbox.fail_over(moves, reason=reason, code=code))
             for row, target in moves:
                 log.warning(
                     "failover id=%s from=%s to=%s: %s%s",
@@ -281,12 +328,12 @@ class Dispatcher:
             self.metrics.sms.labels(row.request.account, row.request.provider, State.SENT).inc()
             self.metrics.delivery_latency.labels(row.request.account).observe(max(now - row.created, 0.0))
         self.metrics.points.labels(rows[0].request.account).inc(sum(charges.values()))
-        await self.outbox.mark_sent(
-            group,
-            msg_id=sent.message_id,
-            raw=self._masked(rows[0].request.account, sent.raw),
-            balance_after=sent.balance_after,
-            confirmed=sent.confirmed,
+        raw = self._masked(rows[0].request.account, sent.raw)
+        await self._stored(
+            f"sent id={rows[0].id}",
+            lambda: self.outbox.mark_sent(
+                group, msg_id=sent.message_id, raw=raw, balance_after=sent.balance_after, confirmed=sent.confirmed
+            ),
         )
         digest = f" digest={rows[0].id}({len(rows)} alerts)" if group.digest is not None else ""
         for row in rows:
@@ -322,7 +369,9 @@ class Dispatcher:
         schedule = [(r.id, when[r.id]) for r in retry]
         if schedule:
             raw = self._masked(rows[0].request.account, exc.raw)
-            await self.outbox.retry_later(schedule, error=exc.reason, code=exc.code, raw=raw)
+            await self._stored(
+                "a retry", lambda: self.outbox.retry_later(schedule, error=exc.reason, code=exc.code, raw=raw)
+            )
         for row in retry:
             log.info("retry id=%s in %.0fs attempts=%d: %s", row.id, when[row.id] - now, row.delivery.attempts + 1, exc)
         if retry:
@@ -350,7 +399,10 @@ class Dispatcher:
         for row in rows:
             self.metrics.sms.labels(row.request.account, row.request.provider, state).inc()
         raw = self._masked(rows[0].request.account, exc.raw)
-        await self.outbox.finish(ids, state=state, error=exc.reason, code=exc.code, raw=raw, notice=notice)
+        await self._stored(
+            f"{state} id={ids[0]}",
+            lambda: self.outbox.finish(ids, state=state, error=exc.reason, code=exc.code, raw=raw, notice=notice),
+        )
         for row in rows:
             log.warning(
                 "%s id=%s account=%s attempts=%d: %s",

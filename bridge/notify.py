@@ -23,6 +23,7 @@ import aiosmtplib
 
 from bridge.aio import wait_any
 from bridge.config import Config
+from bridge.errors import OutboxError
 from bridge.metrics import Metrics
 from bridge.outbox import MAYBE_SENT, UNANSWERABLE, Notice, Outbox, RejectionRow, Row, State
 from bridge.phone import mask
@@ -396,7 +397,11 @@ class Notifier:
         while not stop.is_set():
             self._wake.clear()
             self._next_wake = None
-            await self.run_once()
+            try:
+                await self.run_once()
+            except OutboxError as exc:
+                log.warning("notices wait: %s", exc)
+                self._wake_at(time.monotonic() + 5.0)
             pause = 10.0 if self._next_wake is None else min(10.0, max(self._next_wake - time.monotonic(), 0.05))
             await wait_any(self._wake, stop, seconds=pause)
             self._background = [f for f in self._background if not f.done()]

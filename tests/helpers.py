@@ -111,6 +111,18 @@ async def running_sink() -> AsyncIterator[tuple[Sink, int]]:
         await server.wait_closed()
 
 
+#: the PostgreSQL outbox the configs made here use (set by the ``backend`` fixture), else SQLite
+QUEUE_URL: str | None = None
+
+
+def queue_section(tmp_path: Path, **more: Any) -> dict[str, Any]:
+    """The ``queue`` section for the backend under test."""
+    section: dict[str, Any] = {"path": str(tmp_path / "outbox.sqlite3")}
+    if QUEUE_URL is not None:
+        section |= {"url": QUEUE_URL, "lease": 5}
+    return section | more
+
+
 def config_data(
     tmp_path: Path,
     sim_url: str,
@@ -124,7 +136,7 @@ def config_data(
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "smtp": {"listen": ["127.0.0.1:0"], "hostname": "bridge.test"} | (smtp or {}),
-        "queue": {"path": str(tmp_path / "outbox.sqlite3")},
+        "queue": queue_section(tmp_path),
         "accounts": {
             "kwt": {
                 "provider": "kwtsms-http",
@@ -160,11 +172,8 @@ class RunningBridge:
     port: int
 
     def rows(self, ident: str | None = None) -> list[Row]:
-        conn = outbox.connect(self.config.queue.path)
-        try:
+        with outbox.transaction(self.config.queue) as conn:
             return outbox.op_get(conn, ident) if ident else outbox.op_list(conn, None, 10_000)
-        finally:
-            conn.close()
 
 
 @asynccontextmanager

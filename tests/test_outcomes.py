@@ -175,7 +175,7 @@ async def test_operator_actions_are_recorded_with_who_made_them(tmp_path: Path) 
 
 
 def test_final_rows_and_their_history_are_pruned_after_keep_days(tmp_path: Path) -> None:
-    from bridge.outbox.sqlite import op_finish, op_prune
+    from bridge.outbox.ops import op_finish, op_prune
     from tests.helpers import sms
 
     conn = outbox.connect(tmp_path / "o.sqlite3")
@@ -184,7 +184,15 @@ def test_final_rows_and_their_history_are_pruned_after_keep_days(tmp_path: Path)
     done = outbox.op_enqueue(conn, accepted, time.time() - 40 * 86400, 0)
     old_id, new_id = done.ids
     op_finish(
-        conn, [old_id], time.time() - 31 * 86400, state=State.FAILED, error="x", code="", raw="", notice=Notice.NONE
+        conn,
+        [old_id],
+        time.time() - 31 * 86400,
+        state=State.FAILED,
+        error="x",
+        code="",
+        raw="",
+        notice=Notice.NONE,
+        from_states=(State.QUEUED,),
     )
     assert op_prune(conn, time.time() - 30 * 86400) == 1
     conn.execute("COMMIT")

@@ -38,7 +38,7 @@ import aioimaplib
 from bridge.access import Peer, find_client, sender_allowed
 from bridge.aio import wait_any
 from bridge.config import Config, ImapConfig
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, OutboxError
 from bridge.ingress.accept import admit
 from bridge.ingress.context import Intake
 from bridge.ingress.smtp import fingerprint
@@ -273,7 +273,7 @@ class MailboxWatcher:
                 down_since = None
                 delay = 1.0
                 await self._watch(session, stop)
-            except ImapFailure as exc:
+            except (ImapFailure, OutboxError) as exc:  # the mailbox or the outbox is away: later
                 self.connected.clear()
                 if down_since is None:
                     down_since = time.monotonic()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -83,6 +84,11 @@ class Delivery:
     operator: Notice
     #: accounts that definitely did not send it, before the one it is on now
     tried: tuple[str, ...]
+    #: the instance that claimed it, and until when that claim holds unless renewed
+    claimed_by: str = ""
+    lease_until: float | None = None
+    #: goes up by one at each claim: only the holder of the current value may send it
+    fence: int = 0
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,25 @@ class Pacing:
     default_pages: int = 6
 
 
+class Leadership:
+    """One instance at a time does this (watches a mailbox, sends notices): ``held``
+    is set while this instance does, ``lost`` when it stopped being sure it does."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.held = asyncio.Event()
+        self.lost = asyncio.Event()
+
+    def take(self) -> None:
+        self.lost.clear()
+        self.held.set()
+
+    def drop(self) -> None:
+        if self.held.is_set():
+            self.held.clear()
+            self.lost.set()
+
+
 def new_mail_id() -> str:
     """Time-ordered, 22 characters: milliseconds in hex, then 40 random bits."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
@@ -189,12 +214,21 @@ def batch_key(request: SmsRequest) -> str:
 
 
 class Outbox(Protocol):
-    """What the rest of the bridge needs from an outbox; :class:`~bridge.outbox.SqliteOutbox`
-    is one. A second backend (PostgreSQL, claiming with ``FOR UPDATE SKIP LOCKED``)
-    implements the same operations with the same meaning."""
+    """What the rest of the bridge needs from an outbox: :class:`~bridge.outbox.SqliteOutbox`
+    (one bridge) and :class:`~bridge.outbox.pg.PgOutbox` (several) implement the same
+    operations with the same meaning."""
 
     commits: int
+    #: this bridge's name among those sharing the outbox
+    instance: str
+    #: whether several bridges may share it
+    shared: bool
 
+    def listen(self, on_queued: Callable[[str | None], None], on_notice: Callable[[], None]) -> None: ...
+    def describe(self) -> str: ...
+    async def health(self) -> tuple[bool, str]: ...
+    def leadership(self, name: str) -> Leadership: ...
+    async def rate_slot(self, account: str, interval: float) -> float: ...
     async def enqueue(
         self, accepted: Accepted, key: ImapKey | None = None, usage: Sequence[tuple[str, Any]] = ()
     ) -> Enqueued: ...
@@ -205,14 +239,14 @@ class Outbox(Protocol):
     async def next_due(self, account: str) -> float | None: ...
     async def counts(self) -> dict[str, int]: ...
     async def oldest_queued(self) -> float | None: ...
-    async def mark_sending(self, ids: Sequence[str]) -> None: ...
+    async def mark_sending(self, group: Group) -> None: ...
     async def mark_sent(
         self, group: Group, *, msg_id: str, raw: str, balance_after: float | None, confirmed: bool
     ) -> None: ...
     async def retry_later(self, schedule: Sequence[tuple[str, float]], *, error: str, code: str, raw: str) -> None: ...
     async def finish(
         self, ids: Sequence[str], *, state: State, error: str, code: str, raw: str, notice: Notice
-    ) -> None: ...
+    ) -> list[str]: ...
     async def set_notice(self, ids: Sequence[str], notice: Notice, detail: str = "") -> None: ...
     async def pending_operator(self, limit: int = 500) -> tuple[list[Row], list[RejectionRow]]: ...
     async def set_operator(self, ids: Sequence[str], rejection_ids: Sequence[str], notice: Notice) -> None: ...

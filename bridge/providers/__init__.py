@@ -84,6 +84,23 @@ class RateLimiter:
             await asyncio.sleep(delay)
 
 
+class SharedRateLimiter(RateLimiter):
+    """At most ``rate`` request starts per second over every bridge sharing an outbox:
+    each start takes the account's next slot from the outbox (``take(interval)``
+    answers the seconds to wait for it)."""
+
+    def __init__(self, rate: float, take: Callable[[float], Awaitable[float]]) -> None:
+        super().__init__(rate)
+        self._take = take
+
+    async def wait(self) -> None:
+        async with self._lock:  # this process's callers take their slots in order
+            delay = max(await self._take(self.interval), 0.0)
+            self._next = time.monotonic() + delay + self.interval
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
 def credentials(account: AccountConfig, request: SmsRequest | None = None) -> tuple[str, str]:
     """(username, password) for a call: the mail's own (``passthrough``), else the account's."""
     if request is not None and request.credentials is not None:

@@ -1,0 +1,512 @@
+"""The PostgreSQL outbox: several bridges, one queue, no single point of failure.
+
+Selected by ``queue.url: postgresql://user:password@host:port/db``. It runs the
+same operations as the SQLite backend (:mod:`bridge.outbox.ops`), with what
+several instances need on top:
+
+- **psycopg 3 with psycopg-pool.** The operations are plain synchronous
+  functions shared with SQLite, so they run on a few worker threads with
+  connections from a ``psycopg_pool.ConnectionPool``; operations that arrive
+  together share one transaction (group commit, each in its own savepoint),
+  and ``synchronous_commit`` is on, so a ``250`` follows a durable commit. The
+  pool checks each connection before lending it and reconnects in the
+  background, so a database restart costs ``451`` replies, not a restart of
+  the bridge. One ``AsyncConnection`` per instance (the *presence*) holds the
+  instance's advisory lock and its leaderships, and ``LISTEN``\\s.
+- **Claims** lock rows with ``FOR UPDATE SKIP LOCKED`` under a per-account
+  transaction lock (so two instances never pace one number twice), and lease
+  them to the instance (``claimed_by``, ``lease_until``) with a fencing token
+  (``fence``): only the holder of the current token may mark a row
+  ``sending``. A heartbeat renews the leases of what the instance holds; any
+  instance returns rows whose lease ran out (claimed: to the queue; sending:
+  ``unknown``, or the queue for ``at_least_once`` accounts).
+- **A shared rate**: each provider call takes the next slot of its account in
+  the ``rate`` table, on the database's clock, so ``rate`` is the total over
+  every instance.
+- **Leaderships**: IMAP mailboxes and the notifier run on one instance at a
+  time, the holder of a session advisory lock; when it dies, its session ends,
+  the lock is free, and another instance takes over within about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import queue
+import re
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from bridge.errors import OutboxError
+from bridge.outbox.ops import Store, op_prune_seen, op_prune_usage, op_recover, op_renew
+from bridge.outbox.schema import pg_migrate
+from bridge.outbox.sqlite import Job, settle_all, take_batch
+from bridge.outbox.types import Leadership
+
+T = TypeVar("T")
+log = logging.getLogger("bridge.outbox")
+
+#: the channel instances wake each other on: ``queued:<account>``, ``queued:*``, ``notice``
+CHANNEL = "sms_bridge"
+#: how often the presence connection looks for leaderships to take and checks it is alive
+PRESENCE_TICK = 1.0
+
+
+def _translate(sql: str) -> str:
+    """SQLite's ``?`` placeholders as psycopg's ``%s`` (and literal ``%`` doubled)."""
+    return _translated(sql)
+
+
+@functools.lru_cache(maxsize=512)
+def _translated(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class Record:
+    """A row readable by position and by column name, like ``sqlite3.Row``."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
+        self._values = values
+        self._index = index
+
+    def __getitem__(self, key: int | str) -> Any:
+        return self._values[key if isinstance(key, int) else self._index[key]]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def records(cursor: Any) -> Callable[[Sequence[Any]], Record]:
+    """psycopg row factory making :class:`Record`\\s."""
+    description = cursor.description or []
+    index = {column.name: i for i, column in enumerate(description)}
+    return lambda values: Record(values, index)
+
+
+class PgTx:
+    """A pooled connection inside the batch's transaction, as the operations see it."""
+
+    for_update = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
+        return self.conn.execute(_translate(sql), parameters or None)
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> psycopg.Cursor[Any]:
+        cursor = self.conn.cursor()
+        rows = list(parameters)
+        if rows:
+            cursor.executemany(_translate(sql), rows)
+        return cursor
+
+    def lock(self, key: str) -> None:
+        """Wait for ``key``'s lock, held until the transaction ends (every instance)."""
+        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(key),))
+
+    def notify(self, what: str) -> None:
+        """Sent to every listening instance when (and if) the transaction commits."""
+        self.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, what))
+
+
+def lock_key(name: str) -> int:
+    """A stable 64-bit advisory lock key for ``name``."""
+    return int.from_bytes(zlib.crc32(name.encode()).to_bytes(4, "big") * 2, "big", signed=True)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def _configure(conn: psycopg.Connection[Any], instance: str) -> None:
+    conn.execute("SET synchronous_commit = on")
+    conn.execute("SELECT set_config('application_name', %s, false)", (f"sms-bridge {instance}"[:63],))
+    conn.commit()
+
+
+class PgOutbox(Store):
+    """The outbox in PostgreSQL. Use as ``async with PgOutbox(url, instance="a") as outbox``."""
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance: str | None = None,
+        dedupe_window: float = 86400.0,
+        lease: float = 30.0,
+        lanes: int = 4,
+        max_group: int = 64,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.instance = instance or socket.gethostname()
+        self.dedupe_window = dedupe_window
+        self.lease = lease
+        self.lanes = lanes
+        self.max_group = max_group
+        self.connect_timeout = connect_timeout
+        self.commits = 0
+        self.at_least_once: tuple[str, ...] = ()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool = self._make_pool()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = asyncio.Event()
+        self._leaderships: dict[str, Leadership] = {}
+        self._present = asyncio.Event()
+        #: rounds of the presence loop (each looks for leaderships to take)
+        self.ticks = 0
+        self._started = time.time()
+
+    def _make_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        kwargs = {
+            "connect_timeout": max(int(self.connect_timeout), 1),
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 3,
+            "keepalives_count": 3,
+            "row_factory": records,
+        }
+        return ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self.lanes + 1,
+            kwargs=kwargs,
+            configure=functools.partial(_configure, instance=self.instance),
+            check=ConnectionPool.check_connection,
+            open=False,
+            name=f"outbox-{self.instance}",
+            reconnect_timeout=0,  # keep trying for as long as the bridge runs
+        )
+
+    def __repr__(self) -> str:
+        return f"PgOutbox({redact(self.url)!r}, instance={self.instance!r})"
+
+    def describe(self) -> str:
+        return f"postgresql {redact(self.url)} as instance {self.instance}"
+
+    def _error(self, exc: BaseException) -> OutboxError:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return OutboxError(f"the PostgreSQL outbox is unavailable: {redact(text)}")
+
+    # -- opening and closing -------------------------------------------------
+
+    async def __aenter__(self) -> PgOutbox:
+        loop = self._loop = asyncio.get_running_loop()
+        try:
+            await asyncio.to_thread(self._open)
+        except BaseException:
+            await asyncio.to_thread(self._pool.close)
+            raise
+        for lane in range(self.lanes):
+            thread = threading.Thread(target=self._work, args=(loop,), name=f"outbox-pg-{lane}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        try:
+            await self._claim_identity()
+        except BaseException:
+            await self._close_threads()
+            raise
+        self._tasks = [
+            asyncio.create_task(self._presence(), name="outbox-presence"),
+            asyncio.create_task(self._heartbeat(), name="outbox-heartbeat"),
+        ]
+        return self
+
+    def _open(self) -> None:
+        try:
+            self._pool.open(wait=True, timeout=self.connect_timeout)
+            with self._pool.connection(timeout=self.connect_timeout) as conn:
+
+                def execute(sql: str, params: Any = None) -> Any:
+                    return conn.execute(sql, params)
+
+                def version() -> int | None:
+                    rec = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+                    return None if rec is None or rec[0] is None else int(rec[0])
+
+                before, after = pg_migrate(execute, version)
+                conn.commit()
+        except (psycopg.Error, PoolTimeout, ValueError) as exc:
+            raise OutboxError(f"cannot open the PostgreSQL outbox {redact(self.url)}: {redact(str(exc))}") from exc
+        if before != after:
+            log.info("outbox schema migrated from version %d to %d", before, after)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closing.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._close_threads()
+
+    async def _close_threads(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join)
+        await asyncio.to_thread(self._pool.close)
+
+    # -- running operations ----------------------------------------------------
+
+    def _work(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            batch = take_batch(self._jobs, self.max_group)
+            if batch is None:
+                return
+            loop.call_soon_threadsafe(settle_all, self._run_batch(batch))
+
+    def _run_batch(self, batch: list[Job]) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        for attempt in range(3):
+            results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            try:
+                with self._pool.connection(timeout=self.connect_timeout) as conn:
+                    tx = PgTx(conn)
+                    for fn, future in batch:
+                        conn.execute("SAVEPOINT job")
+                        try:
+                            result = fn(tx)
+                        except psycopg.errors.TransactionRollback:
+                            raise  # a deadlock or serialisation failure: the whole batch again
+                        except psycopg.OperationalError:
+                            raise  # the connection is gone: nothing of the batch is stored
+                        except Exception as exc:  # noqa: BLE001  (handed to the caller of this one job)
+                            conn.execute("ROLLBACK TO SAVEPOINT job")
+                            error = self._error(exc) if isinstance(exc, psycopg.Error) else exc
+                            results.append((future, None, error))
+                        else:
+                            conn.execute("RELEASE SAVEPOINT job")
+                            results.append((future, result, None))
+                    conn.commit()
+                self.commits += 1
+                return results
+            except psycopg.errors.TransactionRollback as exc:
+                if attempt == 2:
+                    return [(future, None, self._error(exc)) for _, future in batch]
+            except (psycopg.Error, PoolTimeout) as exc:
+                return [(future, None, self._error(exc)) for _, future in batch]
+        return []  # pragma: no cover  (the loop returns)
+
+    async def run(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(tx)`` in a committed transaction; its result."""
+        if self._loop is None or not any(t.is_alive() for t in self._threads):
+            raise OutboxError("the outbox is closed")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put((fn, future))
+        return await future
+
+    async def health(self) -> tuple[bool, str]:
+        """(reachable, a line for ``/healthz``)."""
+        try:
+            async with asyncio.timeout(self.connect_timeout + 1):
+                await self.run(lambda tx: tx.execute("SELECT 1").fetchone())
+        except (OutboxError, TimeoutError) as exc:
+            return False, f"{self.describe()}: {exc or 'no answer'}"
+        return True, self.describe()
+
+    # -- several instances -------------------------------------------------------
+
+    async def start_up(self, *, at_least_once: Sequence[str]) -> dict[str, int]:
+        self.at_least_once = tuple(at_least_once)
+        return await super().start_up(at_least_once=at_least_once)
+
+    async def rate_slot(self, account: str, interval: float) -> float:
+        """Take ``account``'s next request slot, ``interval`` after the one before it,
+        shared by every instance; the seconds to wait for it (the database's clock)."""
+
+        def take(tx: Any) -> float:
+            tx.execute("INSERT INTO rate (account, next_slot) VALUES (?, 0) ON CONFLICT DO NOTHING", (account,))
+            rec = tx.execute(
+                "SELECT next_slot, extract(epoch FROM clock_timestamp())::float8 FROM rate WHERE account = ? FOR UPDATE",
+                (account,),
+            ).fetchone()
+            slot = max(float(rec[0]), float(rec[1]))
+            tx.execute("UPDATE rate SET next_slot = ? WHERE account = ?", (slot + interval, account))
+            return slot - float(rec[1])
+
+        return await self.run(take)
+
+    def leadership(self, name: str) -> Leadership:
+        """The leadership called ``name``, sought from now on."""
+        if name not in self._leaderships:
+            self._leaderships[name] = Leadership(name)
+        return self._leaderships[name]
+
+    async def _claim_identity(self) -> None:
+        """Refuse to start as an instance another running bridge already is."""
+        conn = await self._connect()
+        try:
+            await self._lock_identity(conn)
+        finally:
+            await conn.close()
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=max(int(self.connect_timeout), 1),
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+            )
+            # the server notices a vanished instance soon too, and frees its locks
+            for setting, value in (("tcp_keepalives_idle", "5"), ("tcp_keepalives_interval", "2")):
+                await conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
+            await conn.execute(
+                "SELECT set_config('application_name', %s, false)", (f"sms-bridge {self.instance} presence"[:63],)
+            )
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+        return conn
+
+    async def _lock_identity(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(f"instance:{self.instance}"),))
+        rec = await cur.fetchone()
+        if not (rec and rec[0]):
+            raise OutboxError(
+                f"another running bridge is instance {self.instance!r} of this outbox; "
+                "give each bridge its own queue.instance"
+            )
+
+    async def _presence(self) -> None:
+        """Hold this instance's identity and leaderships, and listen, for as long as it runs."""
+        delay = 1.0
+        while not self._closing.is_set():
+            conn: psycopg.AsyncConnection[Any] | None = None
+            try:
+                conn = await self._connect()
+                await self._lock_identity(conn)
+                await conn.execute(f"LISTEN {CHANNEL}")
+                self._present.set()
+                delay = 1.0
+                self.on_queued(None)  # anything queued while not listening
+                while not self._closing.is_set():
+                    await self._take_leaderships(conn)
+                    self.ticks += 1
+                    async for note in conn.notifies(timeout=PRESENCE_TICK):
+                        self._heard(note.payload)
+                    async with asyncio.timeout(self.connect_timeout):
+                        await conn.execute("SELECT 1")
+            except (psycopg.Error, OutboxError, TimeoutError, OSError) as exc:
+                self._present.clear()
+                for leadership in self._leaderships.values():
+                    if leadership.held.is_set():
+                        log.warning("no longer %s: lost the database session (%s)", leadership.name, redact(str(exc)))
+                    leadership.drop()
+                if not self._closing.is_set():
+                    log.warning("outbox presence: %s; reconnecting in %.0f s", redact(str(exc)) or "lost", delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closing.wait(), delay)
+                    delay = min(delay * 2, 10.0)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error, OSError):
+                        await conn.close()
+
+    async def _take_leaderships(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        for leadership in list(self._leaderships.values()):
+            if leadership.held.is_set():
+                continue
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(f"leader:{leadership.name}"),))
+            rec = await cur.fetchone()
+            if rec and rec[0]:
+                log.info("this instance (%s) now does %s", self.instance, leadership.name)
+                leadership.take()
+
+    def _heard(self, payload: str) -> None:
+        if payload == "notice":
+            self.on_notice()
+        elif payload.startswith("queued:"):
+            account = payload.removeprefix("queued:")
+            self.on_queued(None if account == "*" else account)
+
+    async def _heartbeat(self) -> None:
+        """Renew this instance's leases, and return what dead instances held."""
+        every = max(self.lease / 3, 0.5)
+        failing = False
+        while not self._closing.is_set():
+            try:
+                renewed, recovered = await self.run(self._beat)
+            except OutboxError as exc:
+                if not failing:
+                    log.warning("outbox heartbeat failed: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("outbox heartbeat: the database answers again (%d lease(s) renewed)", renewed)
+                failing = False
+                if any(recovered.values()):
+                    log.warning(
+                        "took back what a stopped instance held: %d requeued, %d unknown (may have been sent), "
+                        "%d queued again (at-least-once)",
+                        recovered["requeued"],
+                        recovered["unknown"],
+                        recovered["resent"],
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), every)
+
+    def _beat(self, tx: Any) -> tuple[int, dict[str, int]]:
+        now = time.time()
+        tx.execute(
+            """INSERT INTO instances (id, host, pid, started, seen) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+                   started = excluded.started, seen = excluded.seen""",
+            (self.instance, socket.gethostname(), os.getpid(), self._started, now),
+        )
+        renewed = op_renew(tx, self.instance, now + self.lease)
+        recovered = op_recover(tx, now, self.at_least_once, expired_only=True)
+        op_prune_seen(tx, now - self.dedupe_window)
+        op_prune_usage(tx, now)
+        return renewed, recovered
+
+    async def instances(self) -> list[tuple[str, str, float]]:
+        """(id, host, last seen) of every instance heard from in the last hour."""
+
+        def read(tx: Any) -> list[tuple[str, str, float]]:
+            recs = tx.execute(
+                "SELECT id, host, seen FROM instances WHERE seen > ? ORDER BY id", (time.time() - 3600,)
+            ).fetchall()
+            return [(r[0], r[1], float(r[2])) for r in recs]
+
+        return await self.run(read)
+
+
+@contextlib.contextmanager
+def transaction(url: str) -> Iterator[PgTx]:
+    """One committed transaction, outside a running bridge (``sms-bridge queue``)."""
+    try:
+        conn = psycopg.connect(url, row_factory=records, connect_timeout=5)
+    except psycopg.Error as exc:
+        raise OutboxError(f"cannot reach the PostgreSQL outbox {redact(url)}: {redact(str(exc))}") from exc
+    try:
+        with conn.transaction():
+            yield PgTx(conn)
+    except psycopg.Error as exc:
+        raise OutboxError(f"the PostgreSQL outbox failed: {redact(str(exc))}") from exc
+    finally:
+        conn.close()

@@ -1,0 +1,252 @@
+"""The outbox contract, run against each backend: SQLite and a real PostgreSQL.
+
+Then what only a shared outbox promises: two instances on one PostgreSQL
+database never claim one row twice, never queue one mail twice, take back
+what a dead instance held (and never resend what it may have sent), share
+an account's rate, wake each other, and hand leaderships over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bridge.config import LimitsConfig
+from bridge.errors import LeaseLost, LimitExceeded, OutboxError
+from bridge.outbox import Accepted, Notice, Search, SqliteOutbox, State, Store
+from bridge.outbox.ops import op_recover
+from bridge.outbox.pg import PgOutbox
+from tests.helpers import eventually, sms
+from tests.pg import PASSWORD
+
+
+@asynccontextmanager
+async def opened(backend: str, tmp_path: Path, pg: str | None, instance: str = "a") -> AsyncIterator[Store]:
+    store: Store
+    if backend == "sqlite":
+        store = SqliteOutbox(tmp_path / "outbox.sqlite3")
+    else:
+        assert pg is not None
+        store = PgOutbox(pg, instance=instance, lease=5)
+    async with store:
+        await store.start_up(at_least_once=[])
+        yield store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    pg = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    async with opened(request.param, tmp_path, pg) as opened_store:
+        yield opened_store
+
+
+def mail(text: str = "hello", *, fingerprint: str | None = None, numbers: tuple[str, ...] = ()) -> Accepted:
+    request = sms(text=text)
+    if numbers:
+        request = replace(request, numbers=numbers, points=len(numbers))
+    return Accepted("smtp", "Ops@Corp.example", ("sms@b",), "<m@x>", "s", (request,), fingerprint=fingerprint)
+
+
+async def test_a_queued_row_is_claimed_once(store: Store) -> None:
+    done = await store.enqueue(mail())
+    first = await store.claim("a")
+    assert first.ids == list(done.ids)
+    assert first.rows[0].delivery.state == State.QUEUED  # as read; claimed in the outbox
+    assert (await store.claim("a")).rows == []
+    assert (await store.counts())[State.CLAIMED] == 1
+
+
+async def test_a_resubmitted_mail_is_queued_once(store: Store) -> None:
+    first = await store.enqueue(mail(fingerprint="fp"))
+    again = await store.enqueue(mail(fingerprint="fp"))
+    assert again.duplicate
+    assert again.mail_id == first.mail_id
+    assert sum((await store.counts()).values()) == 1
+
+
+async def test_an_imap_message_is_taken_once(store: Store) -> None:
+    key = ("INBOX", 4_000_000_000, 7)  # UIDVALIDITY beyond 32-bit signed
+    first = await store.enqueue(mail(), key)
+    again = await store.enqueue(mail("other"), key)
+    assert again.duplicate
+    assert again.mail_id == first.mail_id
+    assert await store.imap_outcome(key) == ("queued", first.mail_id)
+
+
+async def test_limits_count_and_refuse_without_storing(store: Store) -> None:
+    limits = LimitsConfig(messages_per_minute=2)
+    await store.enqueue(mail("one"), usage=[("client:a", limits)])
+    await store.enqueue(mail("two"), usage=[("client:a", limits)])
+    with pytest.raises(LimitExceeded):
+        await store.enqueue(mail("three"), usage=[("client:a", limits)])
+    assert sum((await store.counts()).values()) == 2
+
+
+async def test_a_sent_group_is_recorded_and_its_history_kept(store: Store) -> None:
+    await store.enqueue(mail())
+    group = await store.claim("a")
+    await store.mark_sending(group)
+    await store.mark_sent(group, msg_id="M1", raw="OK", balance_after=9.5, confirmed=True)
+    [row] = await store.search(Search(text="ops@corp.example"))  # a sender matches in any case
+    assert (row.delivery.state, row.delivery.provider_msg_id, row.delivery.attempts) == (State.SENT, "M1", 1)
+    assert [e.event for e in await store.history(row.id)] == ["accepted", "sent"]
+
+
+async def test_a_row_whose_lease_ran_out_is_not_sent_by_its_old_holder(store: Store) -> None:
+    await store.enqueue(mail())
+    stale = await store.claim("a")
+    # the holder stopped renewing: its lease runs out, and the row is claimed again
+    await store.run(lambda c: op_recover(c, time.time() + 60, [], expired_only=True))
+    fresh = await store.claim("a")
+    assert fresh.ids == stale.ids
+    assert fresh.rows[0].delivery.fence == stale.rows[0].delivery.fence + 1
+    with pytest.raises(LeaseLost):
+        await store.mark_sending(stale)
+    await store.mark_sending(fresh)
+    [row] = await store.search(Search())
+    assert (row.delivery.state, row.delivery.attempts) == (State.SENDING, 1)
+
+
+async def test_a_row_left_sending_becomes_unknown_and_is_never_resent(store: Store) -> None:
+    await store.enqueue(mail())
+    group = await store.claim("a")
+    await store.mark_sending(group)
+    counts = await store.run(lambda c: op_recover(c, time.time() + 60, [], expired_only=True))
+    assert counts == {"requeued": 0, "unknown": 1, "resent": 0}
+    [row] = await store.search(Search())
+    assert row.delivery.state == State.UNKNOWN
+    assert row.delivery.notice == Notice.PENDING
+    assert row.delivery.operator == Notice.PENDING
+    assert (await store.claim("a")).rows == []
+    # a late answer from the old holder does not turn it into something else
+    await store.mark_sent(group, msg_id="late", raw="OK", balance_after=None, confirmed=True)
+    [row] = await store.search(Search())
+    assert row.delivery.state == State.UNKNOWN
+    assert "late answer" in [e.event for e in await store.history(row.id)]
+
+
+async def test_at_least_once_accounts_queue_a_row_left_sending_again(store: Store) -> None:
+    await store.enqueue(mail())
+    await store.mark_sending(await store.claim("a"))
+    counts = await store.run(lambda c: op_recover(c, time.time() + 60, ["a"], expired_only=True))
+    assert counts["resent"] == 1
+    [row] = await store.search(Search())
+    assert (row.delivery.state, row.delivery.attempts) == (State.QUEUED, 1)
+
+
+async def test_operator_actions_only_apply_in_their_states(store: Store) -> None:
+    done = await store.enqueue(mail())
+    assert await store.act("retry", done.mail_id, "t") == []  # queued: nothing to retry
+    assert await store.act("cancel", done.mail_id, "t") == list(done.ids)
+    assert await store.act("cancel", done.mail_id, "t") == []
+    assert await store.act("retry", done.mail_id, "t") == list(done.ids)
+    assert (await store.claim("a")).ids == list(done.ids)
+
+
+# -- several instances on one PostgreSQL database ------------------------------------
+
+
+@asynccontextmanager
+async def two(pg_url: str, tmp_path: Path) -> AsyncIterator[tuple[PgOutbox, PgOutbox]]:
+    async with opened("postgresql", tmp_path, pg_url, "a") as a, opened("postgresql", tmp_path, pg_url, "b") as b:
+        assert isinstance(a, PgOutbox)
+        assert isinstance(b, PgOutbox)
+        yield a, b
+
+
+async def test_two_instances_never_claim_the_same_row(pg_url: str, tmp_path: Path) -> None:
+    async with two(pg_url, tmp_path) as (a, b):
+        queued = set()
+        for i in range(120):
+            queued.update((await a.enqueue(mail(f"text {i}"))).ids)
+
+        async def drain(store: PgOutbox) -> list[str]:
+            got: list[str] = []
+            while (group := await store.claim("a", combine=False)).rows:
+                got += group.ids
+            return got
+
+        from_a, from_b = await asyncio.gather(drain(a), drain(b))
+        assert not set(from_a) & set(from_b)
+        assert set(from_a) | set(from_b) == queued
+        assert from_a
+        assert from_b
+
+
+async def test_the_same_mail_given_to_both_at_once_is_queued_once(pg_url: str, tmp_path: Path) -> None:
+    async with two(pg_url, tmp_path) as (a, b):
+        for i in range(20):
+            results = await asyncio.gather(a.enqueue(mail(fingerprint=f"fp{i}")), b.enqueue(mail(fingerprint=f"fp{i}")))
+            assert sorted(r.duplicate for r in results) == [False, True]
+            assert results[0].mail_id == results[1].mail_id
+        assert (await a.counts())[State.QUEUED] == 20
+
+
+async def test_limits_hold_over_both_instances(pg_url: str, tmp_path: Path) -> None:
+    limits = LimitsConfig(messages_per_hour=10)
+
+    async def take(store: PgOutbox, i: int) -> bool:
+        try:
+            await store.enqueue(mail(f"m{i}"), usage=[("client:c", limits)])
+        except LimitExceeded:
+            return False
+        return True
+
+    async with two(pg_url, tmp_path) as (a, b):
+        taken = await asyncio.gather(*(take(a if i % 2 else b, i) for i in range(30)))
+        assert sum(taken) == 10
+        assert (await a.counts())[State.QUEUED] == 10
+
+
+async def test_the_rate_is_one_queue_of_slots_for_every_instance(pg_url: str, tmp_path: Path) -> None:
+    async with two(pg_url, tmp_path) as (a, b):
+        waits = await asyncio.gather(*(s.rate_slot("kwt", 0.25) for s in (a, b, a, b, a, b)))
+    # six slots 0.25 s apart, whichever instance took each: the last is about 1.25 s away
+    assert sorted(round(w / 0.25) for w in waits) == [0, 1, 2, 3, 4, 5]
+
+
+async def test_what_one_instance_queues_wakes_the_other(pg_url: str, tmp_path: Path) -> None:
+    async with two(pg_url, tmp_path) as (a, b):
+        heard: list[str | None] = []
+        b.listen(heard.append, lambda: None)
+        await eventually(b._present.is_set, "b listening")
+        heard.clear()
+        await a.enqueue(mail())
+        await eventually(lambda: "a" in heard, "b hearing of a's mail", within=5)
+
+
+async def test_a_second_bridge_with_the_same_instance_name_is_refused(pg_url: str, tmp_path: Path) -> None:
+    async with opened("postgresql", tmp_path, pg_url, "same"):
+        with pytest.raises(OutboxError, match="another running bridge is instance 'same'"):
+            async with opened("postgresql", tmp_path, pg_url, "same"):
+                pass
+
+
+async def test_a_leadership_passes_to_the_other_instance_when_its_holder_stops(pg_url: str, tmp_path: Path) -> None:
+    async with opened("postgresql", tmp_path, pg_url, "b") as b:
+        assert isinstance(b, PgOutbox)
+        async with opened("postgresql", tmp_path, pg_url, "a") as a:
+            assert isinstance(a, PgOutbox)
+            held_by_a = a.leadership("imap box")
+            await asyncio.wait_for(held_by_a.held.wait(), 10)
+            sought_by_b = b.leadership("imap box")
+            ticks = b.ticks
+            await eventually(lambda: b.ticks >= ticks + 2, "b trying for the leadership twice")
+            assert not sought_by_b.held.is_set()
+        await asyncio.wait_for(sought_by_b.held.wait(), 10)
+
+
+async def test_the_database_password_is_never_in_repr_or_errors(pg_url: str, tmp_path: Path) -> None:
+    store = PgOutbox(pg_url.replace("127.0.0.1:", "127.0.0.1:1"), instance="x", connect_timeout=1)
+    assert PASSWORD not in repr(store)
+    assert PASSWORD not in store.describe()
+    with pytest.raises(OutboxError) as caught:
+        async with store:
+            pass
+    assert PASSWORD not in str(caught.value)
