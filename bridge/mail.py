@@ -79,7 +79,7 @@ def decode_header_text(raw: str, fallbacks: Sequence[str] = DEFAULT_FALLBACK_CHA
         else:
             text, _ = decode_bytes(chunk, charset, fallbacks)
             out.append(text)
-    return re.sub(r"\s+", " ", "".join(out)).strip()
+    return re.sub(r"\s+", " ", "".join(out).replace("\x00", "")).strip()
 
 
 def _header(msg: Message, name: str, fallbacks: Sequence[str]) -> str:
@@ -132,6 +132,9 @@ def _part_text(part: Message, fallbacks: Sequence[str], notes: list[str]) -> str
     text, note = decode_bytes(payload, declared, fallbacks)
     if note:
         notes.append(note)
+    if "\x00" in text:  # never meant as text; no SMS carries it, nor can PostgreSQL store it
+        text = text.replace("\x00", "")
+        notes.append("the text held NUL characters; they were removed")
     return text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
 
 

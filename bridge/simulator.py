@@ -305,7 +305,14 @@ class Simulator:
         command = request.match_info["command"].lower()
         shown = {k: ("***" if k == "password" else v) for k, v in params.items()}
         self.requests.append(
-            {"provider": "kwtsms", "api": api, "method": request.method, "command": command, "params": shown}
+            {
+                "provider": "kwtsms",
+                "api": api,
+                "method": request.method,
+                "command": command,
+                "params": shown,
+                "at": time.monotonic(),  # arrival, for checking a client's request rate
+            }
         )
 
         def error(code: str, description: str) -> web.Response:

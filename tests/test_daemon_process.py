@@ -12,6 +12,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from bridge.config import load_text
@@ -26,6 +27,9 @@ from tests.helpers import (
     running_simulator,
     submit,
 )
+
+#: every test here runs on each outbox backend (SQLite, PostgreSQL)
+pytestmark = pytest.mark.usefixtures("backend")
 
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 

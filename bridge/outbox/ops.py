@@ -445,7 +445,7 @@ def _digested(conn: Tx, first: Row, now: float, pacing: Pacing) -> Group:
     rows = {r.id: r for r in map(_row, recs)}
     rows.setdefault(first.id, first)
     waiting = [first] + [r for r in rows.values() if r.id != first.id]
-    key = "\x00".join([req.route, req.sender, ",".join(req.numbers)])
+    key = "\x1f".join([req.route, req.sender, ",".join(req.numbers)])  # PostgreSQL text holds no NUL
     rec = conn.execute(
         "SELECT listed, part FROM digest_series WHERE account = ? AND key = ? AND at > ?",
         (req.account, key, now - 3 * max(pacing.interval, 60.0)),
@@ -688,9 +688,11 @@ def op_recover(
 
 
 def op_renew(conn: Tx, owner: str, until: float) -> int:
-    """The rows ``owner`` holds stay its own until ``until``; how many."""
+    """The rows ``owner`` is handing to a provider stay its own until ``until``; how many.
+    A claim is not renewed: one its holder dropped (the database was away when it
+    would have put it back) returns to the queue when its lease runs out."""
     return conn.execute(
-        "UPDATE sms SET lease_until = ? WHERE claimed_by = ? AND state IN ('claimed', 'sending')", (until, owner)
+        "UPDATE sms SET lease_until = ? WHERE claimed_by = ? AND state = 'sending'", (until, owner)
     ).rowcount
 
 

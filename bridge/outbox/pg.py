@@ -197,7 +197,7 @@ class PgOutbox(Store):
             check=ConnectionPool.check_connection,
             open=False,
             name=f"outbox-{self.instance}",
-            reconnect_timeout=0,  # keep trying for as long as the bridge runs
+            reconnect_timeout=365 * 86400.0,  # keep trying (with backoff) for as long as the bridge runs
         )
 
     def __repr__(self) -> str:
@@ -355,12 +355,20 @@ class PgOutbox(Store):
         return self._leaderships[name]
 
     async def _claim_identity(self) -> None:
-        """Refuse to start as an instance another running bridge already is."""
-        conn = await self._connect()
-        try:
-            await self._lock_identity(conn)
-        finally:
-            await conn.close()
+        """Refuse to start as an instance another running bridge already is (waiting a
+        little: a killed predecessor's session may take a moment to end)."""
+        deadline = time.monotonic() + 2 * self.connect_timeout
+        while True:
+            conn = await self._connect()
+            try:
+                await self._lock_identity(conn)
+                return
+            except OutboxError:
+                if time.monotonic() > deadline:
+                    raise
+            finally:
+                await conn.close()
+            await asyncio.sleep(0.25)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         try:
