@@ -299,7 +299,7 @@ async def test_swaks_as_an_administrator_types_it(tmp_path: Path) -> None:
     assert sim.delivered[0].text == "Hello from swaks"
 
 
-async def test_health_and_metrics_over_http(tmp_path: Path) -> None:
+async def test_health_and_metrics_over_http(tmp_path: Path, backend: str) -> None:
     """/metrics is Prometheus' text format that ``promtool check metrics`` accepts."""
     import shutil
     import socket
@@ -322,6 +322,11 @@ async def test_health_and_metrics_over_http(tmp_path: Path) -> None:
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
     assert health.json()["queue"]["sent"] == 1
+    database = health.json()["database"]
+    assert database["reachable"] is True
+    assert database["backend"].startswith(backend)
+    assert health.json()["instance"] == (socket.gethostname() if backend == "postgresql" else "local")
+    assert "pg-canary" not in health.text  # the database password
     text = metrics.text
     assert 'sms_bridge_messages{state="sent"} 1.0' in text
     assert 'sms_bridge_mail_accepted_total{via="smtp"} 1.0' in text

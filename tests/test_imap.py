@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -25,6 +26,7 @@ from tests.helpers import (
     config_data,
     eventually,
     mail,
+    queue_section,
     running_bridge,
     running_simulator,
     running_sink,
@@ -343,3 +345,36 @@ async def test_imap_check_reports_without_taking_anything(tmp_path: Path, doveco
     assert "box: FAILED: login as sms refused: [AUTHENTICATIONFAILED]" in out
     assert PASSWORD not in out
     assert await box.count("INBOX") == 1
+
+
+async def test_two_bridges_on_one_postgresql_outbox_watch_a_mailbox_one_at_a_time(
+    tmp_path: Path, dovecot: Dovecot, box: Mailbox, pg_url: str
+) -> None:
+    """Both bridges are configured with the mailbox; the one holding the database lock
+    watches it. When it stops, the other takes over: every mail is sent once."""
+
+    def bridge_config(name: str) -> Any:
+        data = config_data(tmp_path / name, "", extra={"imap": [imap_config(dovecot)], "clients": CLIENTS})
+        data["queue"] = queue_section(tmp_path / name) | {"url": pg_url, "instance": name, "lease": 4}
+        return data
+
+    async with running_simulator(max_rate=0) as (sim, url):
+
+        def load(name: str) -> Any:
+            data = bridge_config(name)
+            data["accounts"]["kwt"]["url"] = url + "/API/"
+            return load_text(yaml.safe_dump(data), env={})
+
+        await box.append([sms_mail(0, "first")])
+        async with contextlib.AsyncExitStack() as first:
+            await first.enter_async_context(running_bridge(load("a")))
+            await eventually(lambda: len(sim.delivered) == 1, "a taking the first mail")
+            async with running_bridge(load("b")):
+                await box.append([sms_mail(i, f"both up {i}") for i in range(1, 11)])
+                await eventually(lambda: len(sim.delivered) == 11, "10 more, with both bridges up")
+                await first.aclose()  # a stops: its lock is free, b takes the mailbox
+                await box.append([sms_mail(i, f"a gone {i}") for i in range(11, 16)])
+                await eventually(lambda: len(sim.delivered) == 16, "5 more, taken by b", within=30)
+                await until_count(box, "Processed", 16)
+    texts = [(tuple(item.numbers), item.text) for item in sim.delivered]
+    assert len(set(texts)) == 16  # none twice
