@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from bridge.model import SmsRequest
-from bridge.outbox import Accepted, SqliteOutbox, op_claim, op_enqueue, op_unclaim
+from bridge.outbox import Accepted, SqliteOutbox, Store, Tx, op_claim, op_enqueue, op_unclaim
 
 
 def rss_mib() -> float:
@@ -30,11 +29,31 @@ def rss_mib() -> float:
     return int(match.group(1)) / 1024 if match else float("nan")
 
 
-def fill(conn: sqlite3.Connection, start: int, count: int) -> None:
+def fill(conn: Tx, start: int, count: int) -> None:
     now = time.time()
     for i in range(start, start + count):
         request = SmsRequest("body", "bench", "kwtsms-http", "KWT-SMS", (f"9655{i:07d}",), f"text {i}", 1, "gsm7", 1, 1)
         op_enqueue(conn, Accepted("smtp", "a@b.c", ("sms@b",), "", "", (request,)), now - 1, 0)
+
+
+async def fill_to(outbox: Store, filled: int, target: int) -> int:
+    """Queue rows ``filled`` up to ``target``, in transactions of 5,000; the new count."""
+    while filled < target:
+        chunk = min(5_000, target - filled)
+        await outbox.run(lambda c, f=filled, n=chunk: fill(c, f, n))
+        filled += chunk
+    return filled
+
+
+async def claim_timings(outbox: Store, times: int = 300) -> list[float]:
+    """Seconds to claim one row and put it back (the dispatcher's hot path), ``times`` times."""
+    timings = []
+    for _ in range(times):
+        t0 = time.perf_counter()
+        group = await outbox.run(lambda c: op_claim(c, "bench", time.time()))
+        await outbox.run(lambda c, ids=group.ids: op_unclaim(c, ids, time.time()))
+        timings.append(time.perf_counter() - t0)
+    return timings
 
 
 async def main() -> None:
@@ -48,16 +67,8 @@ async def main() -> None:
             filled = 0
             baseline: tuple[float, float] | None = None
             for target in steps:
-                while filled < target:
-                    chunk = min(5_000, target - filled)
-                    await outbox.run(lambda c, f=filled, n=chunk: fill(c, f, n))
-                    filled += chunk
-                timings = []
-                for _ in range(300):
-                    t0 = time.perf_counter()
-                    group = await outbox.run(lambda c: op_claim(c, "bench", time.time()))
-                    await outbox.run(lambda c, ids=group.ids: op_unclaim(c, ids, time.time()))
-                    timings.append(time.perf_counter() - t0)
+                filled = await fill_to(outbox, filled, target)
+                timings = await claim_timings(outbox)
                 mean = statistics.mean(timings) * 1000
                 p99 = sorted(timings)[int(len(timings) * 0.99) - 1] * 1000
                 rss = rss_mib()

@@ -29,42 +29,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from _common import free_port, percentile, start, stop
-from smtp_bench import load, message, write_sim_accounts
+from outbox_bench import claim_timings, fill_to
+from smtp_bench import bridge_config, load, message, write_sim_accounts
 
-from bridge.model import SmsRequest
-from bridge.outbox import Accepted, SqliteOutbox, Store, op_claim, op_enqueue, op_unclaim
+from bridge.outbox import SqliteOutbox, Store
 from bridge.outbox.pg import PgOutbox
 from tests import pg as pgcluster
-
-
-def bridge_config(directory: Path, name: str, port: int, sim_port: int, queue: dict[str, Any]) -> Path:
-    data = {
-        "smtp": {"listen": [f"127.0.0.1:{port}"], "hostname": "bridge.bench", "max_connections_per_client": 200},
-        "queue": queue,
-        "accounts": {
-            "bench": {
-                "provider": "kwtsms-http",
-                "url": f"http://127.0.0.1:{sim_port}/API/",
-                "username": "demo",
-                "password": "demo-password",
-                "sender": "KWT-SMS",
-                "rate": 50,
-                "max_numbers": 1000,
-            }
-        },
-        "routes": {"body": {"format": "kwtsms", "account": "bench", "recipients": ["sms@bridge.bench"]}},
-        "dispatch": {"in_flight": 8},
-    }
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 async def one_round(ports: list[int], n: int, connections: int, base: int) -> tuple[float, list[float]]:
@@ -86,26 +60,9 @@ async def one_round(ports: list[int], n: int, connections: int, base: int) -> tu
     return n / seconds, [lat for _, lats, _ in results for lat in lats]
 
 
-def fill(conn: Any, start_at: int, count: int) -> None:
-    now = time.time()
-    for i in range(start_at, start_at + count):
-        request = SmsRequest("body", "bench", "kwtsms-http", "KWT-SMS", (f"9655{i:07d}",), f"text {i}", 1, "gsm7", 1, 1)
-        op_enqueue(conn, Accepted("smtp", "a@b.c", ("sms@b",), "", "", (request,)), now - 1, 0)
-
-
 async def claim_latency(store: Store, rows: int) -> list[float]:
-    filled = 0
-    while filled < rows:
-        chunk = min(5_000, rows - filled)
-        await store.run(lambda c, f=filled, k=chunk: fill(c, f, k))
-        filled += chunk
-    timings = []
-    for _ in range(300):
-        t0 = time.perf_counter()
-        group = await store.run(lambda c: op_claim(c, "bench", time.time()))
-        await store.run(lambda c, ids=group.ids: op_unclaim(c, ids, time.time()))
-        timings.append(time.perf_counter() - t0)
-    return timings
+    await fill_to(store, 0, rows)
+    return await claim_timings(store)
 
 
 async def main() -> None:
@@ -152,7 +109,7 @@ async def main() -> None:
                 setups[label] = []
                 for name, queue in bridges:
                     port = free_port()
-                    path = bridge_config(directory, name, port, sim_port, queue)
+                    path = bridge_config(directory, port, sim_port, 50, queue, name)
                     procs.append(await start("-m", "bridge", "serve", "-c", str(path), ready="listening on"))
                     setups[label].append(port)
             n, c = args.messages, args.connections

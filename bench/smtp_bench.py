@@ -73,10 +73,13 @@ async def load(
     return time.perf_counter() - t0, latencies, started
 
 
-def bridge_config(directory: Path, port: int, sim_port: int, rate: float) -> Path:
+def bridge_config(
+    directory: Path, port: int, sim_port: int, rate: float, queue: dict[str, str] | None = None, name: str = ""
+) -> Path:
+    """A bridge on ``port`` sending to the simulator; its outbox in ``directory`` unless ``queue`` says."""
     data = {
         "smtp": {"listen": [f"127.0.0.1:{port}"], "hostname": "bridge.bench", "max_connections_per_client": 200},
-        "queue": {"path": str(directory / "outbox.sqlite3")},
+        "queue": queue or {"path": str(directory / "outbox.sqlite3")},
         "accounts": {
             "bench": {
                 "provider": "kwtsms-http",
@@ -91,7 +94,7 @@ def bridge_config(directory: Path, port: int, sim_port: int, rate: float) -> Pat
         "routes": {"body": {"format": "kwtsms", "account": "bench", "recipients": ["sms@bridge.bench"]}},
         "dispatch": {"in_flight": 8},
     }
-    path = directory / f"bench-{rate}.yaml"
+    path = directory / f"bench-{name or rate}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
