@@ -106,13 +106,17 @@ class PgTx:
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
+        #: what to ``NOTIFY`` when the transaction commits (once each)
+        self.wakes: dict[str, None] = {}
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
         return self.conn.execute(_translate(sql), parameters or None)
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> psycopg.Cursor[Any]:
-        cursor = self.conn.cursor()
         rows = list(parameters)
+        if len(rows) == 1:  # the usual case: one round trip, without a pipeline's sync
+            return self.execute(sql, rows[0])
+        cursor = self.conn.cursor()
         if rows:
             cursor.executemany(_translate(sql), rows)
         return cursor
@@ -122,8 +126,15 @@ class PgTx:
         self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(key),))
 
     def notify(self, what: str) -> None:
-        """Sent to every listening instance when (and if) the transaction commits."""
-        self.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, what))
+        """Sent to every listening instance when (and if) the transaction commits: queued
+        here and sent once, by :meth:`send_wakes`, just before the commit. (A job rolled
+        back to its savepoint may leave a wake-up behind: a harmless look at the queue.)"""
+        self.wakes[what] = None
+
+    def send_wakes(self) -> None:
+        for what in self.wakes:
+            self.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, what))
+        self.wakes.clear()
 
 
 def lock_key(name: str) -> int:
@@ -154,7 +165,7 @@ class PgOutbox(Store):
         instance: str | None = None,
         dedupe_window: float = 86400.0,
         lease: float = 30.0,
-        lanes: int = 4,
+        lanes: int = 8,
         max_group: int = 64,
         connect_timeout: float = 5.0,
     ) -> None:
@@ -284,8 +295,10 @@ class PgOutbox(Store):
             try:
                 with self._pool.connection(timeout=self.connect_timeout) as conn:
                     tx = PgTx(conn)
+                    alone = len(batch) == 1  # no savepoint needed: its failure is the transaction's
                     for fn, future in batch:
-                        conn.execute("SAVEPOINT job")
+                        if not alone:
+                            conn.execute("SAVEPOINT job")
                         try:
                             result = fn(tx)
                         except psycopg.errors.TransactionRollback:
@@ -293,12 +306,15 @@ class PgOutbox(Store):
                         except psycopg.OperationalError:
                             raise  # the connection is gone: nothing of the batch is stored
                         except Exception as exc:  # noqa: BLE001  (handed to the caller of this one job)
-                            conn.execute("ROLLBACK TO SAVEPOINT job")
+                            conn.execute("ROLLBACK" if alone else "ROLLBACK TO SAVEPOINT job")
                             error = self._error(exc) if isinstance(exc, psycopg.Error) else exc
                             results.append((future, None, error))
                         else:
-                            conn.execute("RELEASE SAVEPOINT job")
+                            if not alone:
+                                conn.execute("RELEASE SAVEPOINT job")
                             results.append((future, result, None))
+                    if results[-1][2] is None or not alone:
+                        tx.send_wakes()
                     conn.commit()
                 self.commits += 1
                 return results
