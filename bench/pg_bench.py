@@ -8,7 +8,8 @@ and the simulator, then measures, rounds alternating between the set-ups:
 - accepted mails/s over 10 SMTP connections, and send→250 p50/p99, against
   one bridge on SQLite, one bridge on PostgreSQL, and two bridges sharing one
   PostgreSQL database (the connections split between them); every bridge also
-  dispatches what it accepts to the simulator meanwhile;
+  dispatches what it accepts to the simulator meanwhile, and each round starts
+  once the round before it is delivered, so the other set-ups are idle;
 - claim latency (claim one row and put it back: the dispatcher's hot path) with
   ``--rows`` rows queued, on SQLite and on PostgreSQL.
 
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from _common import free_port, percentile, start, stop
 from outbox_bench import claim_timings, fill_to
-from smtp_bench import bridge_config, load, message, write_sim_accounts
+from smtp_bench import bridge_config, load, message, wait_delivered, write_sim_accounts
 
 from bridge.outbox import SqliteOutbox, Store
 from bridge.outbox.pg import PgOutbox
@@ -79,6 +80,7 @@ async def main() -> None:
         with tempfile.TemporaryDirectory(prefix="sms-bridge-pg-bench-") as tmp:
             directory = Path(tmp)
             sim_port = free_port()
+            jsonl = directory / "delivered.jsonl"
             procs.append(
                 await start(
                     "-m",
@@ -86,6 +88,8 @@ async def main() -> None:
                     "simulate",
                     "--listen",
                     f"127.0.0.1:{sim_port}",
+                    "--jsonl",
+                    str(jsonl),
                     "--max-rate",
                     "0",
                     "--repeat-window",
@@ -113,13 +117,18 @@ async def main() -> None:
                     procs.append(await start("-m", "bridge", "serve", "-c", str(path), ready="listening on"))
                     setups[label].append(port)
             n, c = args.messages, args.connections
-            for ports in setups.values():  # warm up each
-                await one_round(ports, 200, c, 9 * 10**6)
+            sent = 0
+            for k, ports in enumerate(setups.values()):  # warm up each
+                await one_round(ports, 200, c, 9 * 10**6 + k * 200)
+                sent += 200
+            await wait_delivered(jsonl, sent, 120)
             results: dict[str, list[tuple[float, float, float]]] = {label: [] for label in setups}
             for r in range(args.rounds):
                 for i, (label, ports) in enumerate(setups.items()):
                     rate, lat = await one_round(ports, n, c, (r * len(setups) + i) * n)
                     results[label].append((rate, percentile(lat, 50), percentile(lat, 99)))
+                    sent += n
+                    await wait_delivered(jsonl, sent, 300)  # each set-up measured with the others idle
             for proc in procs[1:]:
                 await stop(proc)
 

@@ -30,6 +30,7 @@ from tests.helpers import (
     queue_section,
     running_bridge,
     running_simulator,
+    running_sink,
     submit,
 )
 from tests.test_daemon_process import daemon
@@ -193,3 +194,24 @@ async def test_a_postgresql_restart_under_load_costs_only_4xx_replies(
     delivered = by_text(sim)
     assert all(count == 1 for count in delivered.values())
     assert {f"load {i}" for i in acked} <= set(delivered)  # nothing acknowledged was lost
+
+
+async def test_a_failure_notice_is_mailed_once_though_both_bridges_could(tmp_path: Path, pg_url: str) -> None:
+    """The simulator refuses the sender (ERR008, permanent): each sender is told once, by
+    whichever bridge holds the notices, though both bridges have a smarthost."""
+    async with running_simulator(max_rate=0) as (sim, url), running_sink() as (sink, sink_port):
+        a_cfg = load_text(yaml.safe_dump(instance_config(tmp_path, url, pg_url, "a", sink_port=sink_port)), env={})
+        b_cfg = load_text(yaml.safe_dump(instance_config(tmp_path, url, pg_url, "b", sink_port=sink_port)), env={})
+        async with running_bridge(a_cfg) as a, running_bridge(b_cfg) as b:
+            for i in range(6):
+                body = f"sender:NOT-MINE\nmobile:9655{i:07d}\ntext:refused {i}"
+                code, _ = await submit((a if i % 2 else b).port, mail(body, mail_from=f"app{i}@corp.example.com"))
+                assert code == 250
+            await eventually(
+                lambda: len(a.rows()) == 6 and all(r.delivery.notice == "sent" for r in a.rows()),
+                "every failure's notice sent",
+                within=30,
+            )
+            told = sorted(str(envelope.rcpt_tos[0]) for envelope in sink.messages)
+    assert sim.refusals.get("ERR008") == 6
+    assert told == sorted(f"app{i}@corp.example.com" for i in range(6))  # once each

@@ -188,6 +188,16 @@ async def test_the_same_mail_given_to_both_at_once_is_queued_once(pg_url: str, t
         assert (await a.counts())[State.QUEUED] == 20
 
 
+async def test_the_same_imap_message_taken_by_both_at_once_is_queued_once(pg_url: str, tmp_path: Path) -> None:
+    """As when a mailbox's leadership changes hands while the old holder finishes a message."""
+    async with two(pg_url, tmp_path) as (a, b):
+        for uid in range(1, 21):
+            key = ("INBOX", 7, uid)
+            results = await asyncio.gather(a.enqueue(mail(f"u{uid}"), key), b.enqueue(mail(f"u{uid}"), key))
+            assert sorted(r.duplicate for r in results) == [False, True]
+        assert (await a.counts())[State.QUEUED] == 20
+
+
 async def test_limits_hold_over_both_instances(pg_url: str, tmp_path: Path) -> None:
     limits = LimitsConfig(messages_per_hour=10)
 

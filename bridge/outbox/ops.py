@@ -310,15 +310,25 @@ def op_enqueue(
     key: ImapKey | None = None,
     usage: Sequence[tuple[str, Any]] = (),
 ) -> Enqueued:
-    """Store the mail's rows (and its IMAP identity) in one transaction, unless it was seen."""
-    if key is not None:
-        seen = op_imap_outcome(conn, key)
-        if seen is not None:
-            known = tuple(r[0] for r in conn.execute("SELECT id FROM sms WHERE mail_id = ? ORDER BY id", (seen[1],)))
-            return Enqueued(seen[1], known, duplicate=True)
+    """Store the mail's rows (and its IMAP identity) in one transaction, unless it was seen.
+
+    The IMAP identity and the fingerprint are each taken by one statement first: of
+    two instances given the same mail at once, the second waits there for the
+    first's commit, then finds it (PostgreSQL)."""
     mail_id = new_mail_id()
     while conn.execute("SELECT 1 FROM sms WHERE mail_id = ? LIMIT 1", (mail_id,)).fetchone():
         mail_id = new_mail_id()  # a collision is astronomically rare; never fail a commit for it
+    if key is not None:
+        taken = conn.execute(
+            """INSERT INTO imap_seen (mailbox, uidvalidity, uid, outcome, mail_id, at) VALUES (?, ?, ?, 'queued', ?, ?)
+               ON CONFLICT DO NOTHING RETURNING uid""",
+            (*key, mail_id, now),
+        ).fetchall()
+        if not taken:
+            seen = op_imap_outcome(conn, key)
+            assert seen is not None  # noqa: S101  (the conflict was on this key)
+            known = tuple(r[0] for r in conn.execute("SELECT id FROM sms WHERE mail_id = ? ORDER BY id", (seen[1],)))
+            return Enqueued(seen[1], known, duplicate=True)
     if accepted.fingerprint is not None:
         # Taken in one statement: of two instances given the same mail at once, the
         # second waits for the first's commit here and then finds it (PostgreSQL).
@@ -331,7 +341,12 @@ def op_enqueue(
         if not taken:
             first = conn.execute("SELECT mail_id FROM seen WHERE fingerprint = ?", (accepted.fingerprint,)).fetchone()
             known = tuple(r[0] for r in conn.execute("SELECT id FROM sms WHERE mail_id = ? ORDER BY id", (first[0],)))
-            _mark_imap(conn, key, "duplicate", first[0], now)
+            if key is not None:
+                conn.execute(
+                    """UPDATE imap_seen SET outcome = 'duplicate', mail_id = ?
+                       WHERE mailbox = ? AND uidvalidity = ? AND uid = ?""",
+                    (first[0], *key),
+                )
             return Enqueued(first[0], known, duplicate=True)
     if usage:
         messages = sum(len(r.numbers) for r in accepted.requests)
@@ -352,7 +367,6 @@ def op_enqueue(
             detail += "; warnings: " + "; ".join(accepted.warnings)
         _log(conn, [row_id], now, "accepted", detail)
         ids.append(row_id)
-    _mark_imap(conn, key, "queued", mail_id, now)
     for account in dict.fromkeys(r.account for r in accepted.requests):
         _notify(conn, f"queued:{account}")
     return Enqueued(mail_id, tuple(ids))
@@ -673,12 +687,15 @@ def op_recover(
             (now, now, *at_least_once, *extra),
         ).rowcount
     stopped = "the bridge stopped while this SMS was being handed to the provider; it may have been sent"
-    lost = [r[0] for r in conn.execute(f"SELECT id FROM sms WHERE state = 'sending'{whose}", extra)]  # noqa: S608  (constants)
-    counts["unknown"] = conn.execute(
-        f"""UPDATE sms SET state = 'unknown', updated = ?, {ERASED}, last_error = ?, notice = 'pending',
-               operator = 'pending' WHERE state = 'sending'{whose}""",  # noqa: S608  (a constant, no input)
-        (now, stopped, *extra),
-    ).rowcount
+    lost = [
+        r[0]
+        for r in conn.execute(
+            f"""UPDATE sms SET state = 'unknown', updated = ?, {ERASED}, last_error = ?, notice = 'pending',
+                   operator = 'pending' WHERE state = 'sending'{whose} RETURNING id""",  # noqa: S608  (a constant, no input)
+            (now, stopped, *extra),
+        ).fetchall()
+    ]
+    counts["unknown"] = len(lost)
     _log(conn, lost, now, "unknown", stopped)
     if lost:
         _notify(conn, "notice")

@@ -186,8 +186,9 @@ class PgOutbox(Store):
         self._closing = asyncio.Event()
         self._leaderships: dict[str, Leadership] = {}
         self._present = asyncio.Event()
-        #: rounds of the presence loop (each looks for leaderships to take)
+        #: rounds of the presence loop (each looks for leaderships to take), and heartbeats
         self.ticks = 0
+        self.beats = 0
         self._started = time.time()
 
     def _make_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
@@ -504,8 +505,10 @@ class PgOutbox(Store):
         )
         renewed = op_renew(tx, self.instance, now + self.lease)
         recovered = op_recover(tx, now, self.at_least_once, expired_only=True)
-        op_prune_seen(tx, now - self.dedupe_window)
-        op_prune_usage(tx, now)
+        self.beats += 1
+        if self.beats % 30 == 1:  # now and then: forget old fingerprints and counts
+            op_prune_seen(tx, now - self.dedupe_window)
+            op_prune_usage(tx, now)
         return renewed, recovered
 
     async def instances(self) -> list[tuple[str, str, float]]:
