@@ -118,9 +118,10 @@ async def test_kill_9_of_one_bridge_mid_burst_loses_nothing_and_sends_nothing_tw
 
 
 async def test_the_rate_is_shared_by_both_bridges(tmp_path: Path, pg_url: str) -> None:
-    """Rate 4/s on the account, two busy bridges: the provider sees at most 4 requests in
-    any second (within 50 ms of network jitter), where each bridge alone would send 4."""
-    async with running_simulator(max_rate=5) as (sim, url):
+    """Rate 4/s on the account, two busy bridges: the provider (which locks out a fifth
+    request within a second) sees at most 4 in any second, where the two bridges would
+    send 8 if each counted only its own."""
+    async with running_simulator(max_rate=4) as (sim, url):
         settings: dict[str, Any] = {"account": {"rate": 4}, "dispatch": {"combine": False}}
         a_cfg = load_text(yaml.safe_dump(instance_config(tmp_path, url, pg_url, "a", **settings)), env={})
         b_cfg = load_text(yaml.safe_dump(instance_config(tmp_path, url, pg_url, "b", **settings)), env={})
@@ -134,7 +135,7 @@ async def test_the_rate_is_shared_by_both_bridges(tmp_path: Path, pg_url: str) -
     assert served == {"a", "b"}  # both bridges sent
     assert sim.refusals.get("ERR024", 0) == 0  # never locked out
     closest = min(times[i + 4] - times[i] for i in range(len(times) - 4))
-    assert closest >= 0.95, f"5 requests within {closest:.3f} s"
+    assert closest >= 1.0, f"5 requests within {closest:.3f} s"
 
 
 async def test_the_same_message_id_given_to_each_bridge_is_queued_once(tmp_path: Path, pg_url: str) -> None:

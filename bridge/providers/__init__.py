@@ -63,11 +63,17 @@ class Provider(Protocol):
     async def sender_ids(self) -> list[str]: ...
 
 
+#: requests are spaced this much wider than ``1 / rate``: a request that meets a slower
+#: network than the one before it must still not show the provider ``rate + 1`` in a second
+#: (KwtSMS locks an IP out for that)
+JITTER_MARGIN = 0.05
+
+
 class RateLimiter:
     """At most ``rate`` request starts per second, shared by every caller in the process."""
 
     def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
+        self.interval = (1.0 + JITTER_MARGIN) / rate
         self._next = 0.0
         self._lock = asyncio.Lock()
 
