@@ -210,9 +210,19 @@ class StatusPage:
             problems=problems,
             failing=failing,
             accounts=accounts,
-            mailboxes=self.mailboxes(),
+            mailboxes=[
+                (name, "connected" if up else "watched by another bridge" if self._elsewhere(name) else "not connected")
+                for name, up in self.mailboxes()
+            ],
+            outbox=self.outbox.describe(),
+            instance=self.outbox.instance,
+            bridges=await self.outbox.instances() if self.outbox.shared else [],
             now=now,
         )
+
+    def _elsewhere(self, mailbox: str) -> bool:
+        """Whether another bridge sharing the outbox watches ``mailbox`` (holds its lock)."""
+        return self.outbox.shared and not self.outbox.leadership(f"imap {mailbox}").held.is_set()
 
     async def messages(self, request: web.Request) -> web.Response:
         try:

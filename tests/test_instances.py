@@ -33,6 +33,7 @@ from tests.helpers import (
     running_sink,
     submit,
 )
+from tests.pg import PASSWORD
 from tests.test_daemon_process import daemon
 
 pytestmark = pytest.mark.usefixtures("pg_url")
@@ -216,3 +217,26 @@ async def test_a_failure_notice_is_mailed_once_though_both_bridges_could(tmp_pat
             told = sorted(str(envelope.rcpt_tos[0]) for envelope in sink.messages)
     assert sim.refusals.get("ERR008") == 6
     assert told == sorted(f"app{i}@corp.example.com" for i in range(6))  # once each
+
+
+async def test_the_status_page_lists_the_bridges_sharing_the_outbox(tmp_path: Path, pg_url: str) -> None:
+    import httpx
+
+    from tests.helpers import free_port
+
+    port = free_port()
+    async with running_simulator(max_rate=0) as (_, url):
+        a_data = instance_config(tmp_path, url, pg_url, "a", extra={"admin": {"listen": f"127.0.0.1:{port}"}})
+        a_cfg = load_text(yaml.safe_dump(a_data), env={})
+        b_cfg = load_text(yaml.safe_dump(instance_config(tmp_path, url, pg_url, "b")), env={})
+        async with running_bridge(a_cfg), running_bridge(b_cfg), httpx.AsyncClient() as client:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            text = ""
+            while "<td>b</td>" not in text:  # poll until b's first heartbeat is in
+                assert loop.time() < deadline, "bridge b never listed"
+                text = (await client.get(f"http://127.0.0.1:{port}/")).text
+                await asyncio.sleep(0.1)
+    assert '<td>a <span class="muted">(this one)</span></td>' in text
+    assert "postgresql postgresql://bridge:***@" in text
+    assert PASSWORD not in text

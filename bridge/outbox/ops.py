@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields, replace
@@ -919,6 +920,10 @@ class Store:
         """Take the account's next request slot; seconds to wait for it (shared outboxes
         only: one bridge alone paces itself in memory)."""
         raise NotImplementedError
+
+    async def instances(self) -> list[tuple[str, str, float]]:
+        """(id, host, last heard from) of the bridges sharing the outbox: this one alone."""
+        return [(self.instance, socket.gethostname(), time.time())]
 
     def leadership(self, name: str) -> Leadership:
         """One bridge alone on its outbox leads everything, always."""
