@@ -158,3 +158,15 @@ def test_a_token_client_is_not_an_smtp_client_by_network() -> None:
         env={},
     )
     assert find_client(config, Peer(ip="127.0.0.1")) is None
+
+
+async def test_nul_characters_in_a_payload_are_removed_on_either_backend(tmp_path: Path, backend: str) -> None:
+    """PostgreSQL text cannot hold NUL: a payload with ``\\u0000`` is sent without it, not refused."""
+    body = payload("grafana")
+    body["alerts"][0]["annotations"]["summary"] = "p99 latency\u0000 above 2 s"
+    async with webhook_bridge(tmp_path) as (sim, _bridge, base), httpx.AsyncClient() as client:
+        reply = await client.post(f"{base}/alerts/alerts?to={K1}", json=body, headers=auth())
+        assert reply.status_code == 200, reply.text
+        await eventually(lambda: len(sim.delivered) == 1, "the SMS")
+    assert "\x00" not in sim.delivered[0].text
+    assert "p99 latency above 2 s" in sim.delivered[0].text

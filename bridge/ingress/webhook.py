@@ -94,7 +94,7 @@ class AlertWebhook:
         if len(raw) > self.max_size:
             return _reply(413, f"the body is larger than {self.max_size} bytes (smtp.max_message_size)")
         try:
-            payload = json.loads(raw)
+            payload = _without_nul(json.loads(raw))
         except (ValueError, RecursionError) as exc:
             return _reply(400, f"the body is not JSON: {exc}")
         try:
@@ -141,3 +141,15 @@ class AlertWebhook:
                 "warnings": list(verdict.warnings),
             }
         )
+
+
+def _without_nul(value: object) -> object:
+    """The decoded JSON with NUL characters (``\\u0000``) removed from every string, as
+    from mail: no SMS carries them, and PostgreSQL text cannot hold them."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
