@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -237,6 +238,16 @@ async def test_a_second_bridge_with_the_same_instance_name_is_refused(pg_url: st
         with pytest.raises(OutboxError, match="another running bridge is instance 'same'"):
             async with opened("postgresql", tmp_path, pg_url, "same"):
                 pass
+
+
+async def test_bridges_on_one_host_without_a_name_take_the_host_s_name_then_the_next_free_one(
+    pg_url: str, tmp_path: Path
+) -> None:
+    host = socket.gethostname()
+    async with PgOutbox(pg_url) as first, PgOutbox(pg_url) as second:
+        assert (first.instance, second.instance) == (host, f"{host}-2")
+    async with PgOutbox(pg_url) as again:  # both gone: the host's own name is free again
+        assert again.instance == host
 
 
 async def test_a_leadership_passes_to_the_other_instance_when_its_holder_stops(pg_url: str, tmp_path: Path) -> None:

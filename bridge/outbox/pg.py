@@ -170,6 +170,9 @@ class PgOutbox(Store):
         connect_timeout: float = 5.0,
     ) -> None:
         self.url = url
+        #: the name asked for (``queue.instance``), or None: the host's name, or the first
+        #: of ``<host>-2``, ``<host>-3``, … that no running bridge is
+        self.asked = instance
         self.instance = instance or socket.gethostname()
         self.dedupe_window = dedupe_window
         self.lease = lease
@@ -372,19 +375,32 @@ class PgOutbox(Store):
         return self._leaderships[name]
 
     async def _claim_identity(self) -> None:
-        """Refuse to start as an instance another running bridge already is (waiting a
-        little: a killed predecessor's session may take a moment to end)."""
+        """Become an instance no other running bridge is. A name given in the config is
+        waited for a little (a killed predecessor's session may take a moment to end),
+        then refused; without one, the host's name or the first free ``<host>-N``.
+        Holding the name's lock is what makes taking back that name's rows at start-up
+        safe: whoever held it before is gone."""
+        if self.asked is not None:
+            candidates = [self.asked]
+        else:
+            host = socket.gethostname()
+            candidates = [host] + [f"{host}-{n}" for n in range(2, 17)]
         deadline = time.monotonic() + 2 * self.connect_timeout
         while True:
             conn = await self._connect()
             try:
-                await self._lock_identity(conn)
-                return
-            except OutboxError:
-                if time.monotonic() > deadline:
-                    raise
+                for name in candidates:
+                    if await self._try_identity(conn, name):
+                        self.instance = name
+                        return
             finally:
                 await conn.close()
+            if time.monotonic() > deadline:
+                taken = candidates[0] if len(candidates) == 1 else f"{candidates[0]} … {candidates[-1]}"
+                raise OutboxError(
+                    f"another running bridge is instance {taken!r} of this outbox; "
+                    "give each bridge its own queue.instance"
+                )
             await asyncio.sleep(0.25)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
@@ -415,14 +431,14 @@ class PgOutbox(Store):
             raise self._error(exc) from exc
         return conn
 
-    async def _lock_identity(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(f"instance:{self.instance}"),))
+    async def _try_identity(self, conn: psycopg.AsyncConnection[Any], name: str) -> bool:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(f"instance:{name}"),))
         rec = await cur.fetchone()
-        if not (rec and rec[0]):
-            raise OutboxError(
-                f"another running bridge is instance {self.instance!r} of this outbox; "
-                "give each bridge its own queue.instance"
-            )
+        return bool(rec and rec[0])
+
+    async def _lock_identity(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if not await self._try_identity(conn, self.instance):
+            raise OutboxError(f"another running bridge took the name {self.instance!r} while this one was away")
 
     async def _presence(self) -> None:
         """Hold this instance's identity and leaderships, and listen, for as long as it runs."""
