@@ -188,12 +188,6 @@ class QueueConfig(_Model):
             raise ValueError("must be a postgresql://user:password@host:port/database URL")
         return value
 
-    def describe(self) -> str:
-        """Where the outbox is, without a password."""
-        if self.url is None:
-            return f"sqlite {self.path}"
-        return "postgresql " + re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", self.url.get_secret_value())
-
 
 class NumbersConfig(_Model):
     #: region for numbers written without a country code (ISO 3166, ``KW``)

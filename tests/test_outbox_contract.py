@@ -264,6 +264,17 @@ async def test_a_leadership_passes_to_the_other_instance_when_its_holder_stops(p
         await asyncio.wait_for(sought_by_b.held.wait(), 10)
 
 
+def test_an_error_echoing_the_password_is_masked_however_it_is_written() -> None:
+    from bridge.outbox.pg import redact
+
+    url = "postgresql://bridge:p%40ss-w0rd@db:5432/sms"
+    echoed = "invalid percent-encoded token: p%40ss-w0rd; decoded p@ss-w0rd; in postgresql://bridge:p%40ss-w0rd@db"
+    masked = redact(echoed, url)
+    assert "p%40ss-w0rd" not in masked
+    assert "p@ss-w0rd" not in masked
+    assert "postgresql://bridge:***@db" in masked
+
+
 async def test_the_database_password_is_never_in_repr_or_errors(pg_url: str, tmp_path: Path) -> None:
     nothing_there = re.sub(r":\d+/", f":{free_port()}/", pg_url)  # the same URL, a port with no server
     store = PgOutbox(nothing_there, instance="x", connect_timeout=1)

@@ -40,6 +40,7 @@ import re
 import socket
 import threading
 import time
+import urllib.parse
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -49,9 +50,9 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bridge.errors import OutboxError
+from bridge.outbox.batches import Job, Settled, settle_all, take_batch
 from bridge.outbox.ops import Store, op_prune_seen, op_prune_usage, op_recover, op_renew
 from bridge.outbox.schema import pg_migrate
-from bridge.outbox.sqlite import Job, settle_all, take_batch
 from bridge.outbox.types import Leadership
 
 T = TypeVar("T")
@@ -63,13 +64,9 @@ CHANNEL = "sms_bridge"
 PRESENCE_TICK = 1.0
 
 
+@functools.lru_cache(maxsize=512)
 def _translate(sql: str) -> str:
     """SQLite's ``?`` placeholders as psycopg's ``%s`` (and literal ``%`` doubled)."""
-    return _translated(sql)
-
-
-@functools.lru_cache(maxsize=512)
-def _translated(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
@@ -142,9 +139,21 @@ def lock_key(name: str) -> int:
     return int.from_bytes(zlib.crc32(name.encode()).to_bytes(4, "big") * 2, "big", signed=True)
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+_URL_PASSWORD = re.compile(r"(://[^:/@]*):([^@]*)@")
+
+
+def redact(text: str, url: str = "") -> str:
+    """``text`` (a URL, or an error about one) without a URL's password, and without
+    ``url``'s password wherever else it appears (as written, or decoded)."""
+    secrets = set()
+    match = _URL_PASSWORD.search(url)
+    if match:
+        secrets = {match.group(2), urllib.parse.unquote(match.group(2))}
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _configure(conn: psycopg.Connection[Any], instance: str) -> None:
@@ -223,7 +232,7 @@ class PgOutbox(Store):
 
     def _error(self, exc: BaseException) -> OutboxError:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return OutboxError(f"the PostgreSQL outbox is unavailable: {redact(text)}")
+        return OutboxError(f"the PostgreSQL outbox is unavailable: {redact(text, self.url)}")
 
     # -- opening and closing -------------------------------------------------
 
@@ -264,7 +273,9 @@ class PgOutbox(Store):
                 before, after = pg_migrate(execute, version)
                 conn.commit()
         except (psycopg.Error, PoolTimeout, ValueError) as exc:
-            raise OutboxError(f"cannot open the PostgreSQL outbox {redact(self.url)}: {redact(str(exc))}") from exc
+            raise OutboxError(
+                f"cannot open the PostgreSQL outbox {redact(self.url)}: {redact(str(exc), self.url)}"
+            ) from exc
         if before != after:
             log.info("outbox schema migrated from version %d to %d", before, after)
 
@@ -293,9 +304,9 @@ class PgOutbox(Store):
                 return
             loop.call_soon_threadsafe(settle_all, self._run_batch(batch))
 
-    def _run_batch(self, batch: list[Job]) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+    def _run_batch(self, batch: list[Job]) -> list[Settled]:
         for attempt in range(3):
-            results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            results: list[Settled] = []
             try:
                 with self._pool.connection(timeout=self.connect_timeout) as conn:
                     tx = PgTx(conn)
@@ -463,10 +474,14 @@ class PgOutbox(Store):
                 self._present.clear()
                 for leadership in self._leaderships.values():
                     if leadership.held.is_set():
-                        log.warning("no longer %s: lost the database session (%s)", leadership.name, redact(str(exc)))
+                        log.warning(
+                            "no longer %s: lost the database session (%s)", leadership.name, redact(str(exc), self.url)
+                        )
                     leadership.drop()
                 if not self._closing.is_set():
-                    log.warning("outbox presence: %s; reconnecting in %.0f s", redact(str(exc)) or "lost", delay)
+                    log.warning(
+                        "outbox presence: %s; reconnecting in %.0f s", redact(str(exc), self.url) or "lost", delay
+                    )
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._closing.wait(), delay)
                     delay = min(delay * 2, 10.0)
@@ -552,11 +567,11 @@ def transaction(url: str) -> Iterator[PgTx]:
     try:
         conn = psycopg.connect(url, row_factory=records, connect_timeout=5)
     except psycopg.Error as exc:
-        raise OutboxError(f"cannot reach the PostgreSQL outbox {redact(url)}: {redact(str(exc))}") from exc
+        raise OutboxError(f"cannot reach the PostgreSQL outbox {redact(url)}: {redact(str(exc), url)}") from exc
     try:
         with conn.transaction():
             yield PgTx(conn)
     except psycopg.Error as exc:
-        raise OutboxError(f"the PostgreSQL outbox failed: {redact(str(exc))}") from exc
+        raise OutboxError(f"the PostgreSQL outbox failed: {redact(str(exc), url)}") from exc
     finally:
         conn.close()

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.errors import OutboxError
+from bridge.outbox.batches import Job, Settled, settle, settle_all, take_batch
 from bridge.outbox.ops import Store
 from bridge.outbox.schema import connect
 
 T = TypeVar("T")
-
-Job = tuple[Callable[[Any], Any], "asyncio.Future[Any]"]
 
 
 class SqliteOutbox(Store):
@@ -77,9 +76,9 @@ class SqliteOutbox(Store):
             conn = connect(self.path)
         except (sqlite3.Error, OSError) as exc:
             error = OutboxError(f"cannot open the outbox {self.path}: {exc}")
-            loop.call_soon_threadsafe(_settle, ready, None, error)
+            loop.call_soon_threadsafe(settle, ready, None, error)
             return
-        loop.call_soon_threadsafe(_settle, ready, None, None)
+        loop.call_soon_threadsafe(settle, ready, None, None)
         try:
             while True:
                 batch = take_batch(self._jobs, self.max_group)
@@ -90,7 +89,7 @@ class SqliteOutbox(Store):
             conn.close()
 
     def _run_batch(self, loop: asyncio.AbstractEventLoop, conn: sqlite3.Connection, batch: list[Job]) -> None:
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        results: list[Settled] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, future in batch:
@@ -124,35 +123,3 @@ class SqliteOutbox(Store):
         future: asyncio.Future[T] = self._loop.create_future()
         self._jobs.put((fn, future))
         return await future
-
-
-def take_batch(jobs: queue.SimpleQueue[Job | None], most: int) -> list[Job] | None:
-    """The next job and those already waiting behind it (up to ``most``); None: stop."""
-    job = jobs.get()
-    if job is None:
-        return None
-    batch = [job]
-    while len(batch) < most:
-        try:
-            more = jobs.get_nowait()
-        except queue.Empty:
-            break
-        if more is None:
-            jobs.put(None)  # finish this batch, then stop
-            break
-        batch.append(more)
-    return batch
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-def settle_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, err in settled:
-        _settle(future, result, err)
