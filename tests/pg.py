@@ -22,9 +22,25 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 ROLE = "bridge"
 #: the bridge role's password: a canary that must never be printed
 PASSWORD = "pg-canary-5521"
+
+
+class Url(str):
+    """A database URL whose ``repr`` (what pytest prints of a failing test's arguments)
+    hides the password; as a string it is the whole URL."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(self.replace(PASSWORD, "***"))
+
+
+# written into the tests' config files as the plain string it is
+yaml.SafeDumper.add_representer(Url, lambda dumper, url: dumper.represent_str(str(url)))
 
 
 def binaries() -> Path | None:
@@ -121,7 +137,7 @@ class Cluster:
         with psycopg.connect(self.admin(), autocommit=True) as conn:
             conn.execute(statement)  # type: ignore[arg-type]
 
-    def create_database(self) -> str:
+    def create_database(self) -> Url:
         """A new empty database owned by the bridge role; its URL."""
         name = "t_" + secrets.token_hex(6)
         self.sql(f"CREATE DATABASE {name} OWNER {ROLE}")
@@ -131,8 +147,8 @@ class Cluster:
         with contextlib.suppress(Exception):
             self.sql(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
-    def url(self, database: str) -> str:
-        return f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str) -> Url:
+        return Url(f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:{self.port}/{database}")
 
 
 def create(directory: Path) -> Cluster:
