@@ -156,12 +156,6 @@ def redact(text: str, url: str = "") -> str:
     return text
 
 
-def _configure(conn: psycopg.Connection[Any], instance: str) -> None:
-    conn.execute("SET synchronous_commit = on")
-    conn.execute("SELECT set_config('application_name', %s, false)", (f"sms-bridge {instance}"[:63],))
-    conn.commit()
-
-
 class PgOutbox(Store):
     """The outbox in PostgreSQL. Use as ``async with PgOutbox(url, instance="a") as outbox``."""
 
@@ -198,6 +192,7 @@ class PgOutbox(Store):
         self._closing = asyncio.Event()
         self._leaderships: dict[str, Leadership] = {}
         self._present = asyncio.Event()
+        self._first_presence: psycopg.AsyncConnection[Any] | None = None
         #: rounds of the presence loop (each looks for leaderships to take), and heartbeats
         self.ticks = 0
         self.beats = 0
@@ -217,12 +212,18 @@ class PgOutbox(Store):
             min_size=1,
             max_size=self.lanes + 1,
             kwargs=kwargs,
-            configure=functools.partial(_configure, instance=self.instance),
+            configure=self._configure,
             check=ConnectionPool.check_connection,
             open=False,
-            name=f"outbox-{self.instance}",
+            name="sms-bridge outbox",
             reconnect_timeout=365 * 86400.0,  # keep trying (with backoff) for as long as the bridge runs
         )
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Each pooled connection: durable commits, and named for ``pg_stat_activity``."""
+        conn.execute("SET synchronous_commit = on")
+        conn.execute("SELECT set_config('application_name', %s, false)", (f"sms-bridge {self.instance}"[:63],))
+        conn.commit()
 
     def __repr__(self) -> str:
         return f"PgOutbox({redact(self.url)!r}, instance={self.instance!r})"
@@ -238,22 +239,20 @@ class PgOutbox(Store):
 
     async def __aenter__(self) -> PgOutbox:
         loop = self._loop = asyncio.get_running_loop()
+        presence = await self._claim_identity()  # first: the pool's connections carry the name
         try:
             await asyncio.to_thread(self._open)
         except BaseException:
             await asyncio.to_thread(self._pool.close)
+            await presence.close()
             raise
         for lane in range(self.lanes):
             thread = threading.Thread(target=self._work, args=(loop,), name=f"outbox-pg-{lane}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        try:
-            await self._claim_identity()
-        except BaseException:
-            await self._close_threads()
-            raise
+        self._first_presence = presence
         self._tasks = [
-            asyncio.create_task(self._presence(), name="outbox-presence"),
+            asyncio.create_task(self._presence(presence), name="outbox-presence"),
             asyncio.create_task(self._heartbeat(), name="outbox-heartbeat"),
         ]
         return self
@@ -286,6 +285,8 @@ class PgOutbox(Store):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._first_presence is not None and not self._first_presence.closed:  # cancelled before it ran
+            await self._first_presence.close()
         await self._close_threads()
 
     async def _close_threads(self) -> None:
@@ -385,12 +386,13 @@ class PgOutbox(Store):
             self._leaderships[name] = Leadership(name)
         return self._leaderships[name]
 
-    async def _claim_identity(self) -> None:
-        """Become an instance no other running bridge is. A name given in the config is
-        waited for a little (a killed predecessor's session may take a moment to end),
-        then refused; without one, the host's name or the first free ``<host>-N``.
-        Holding the name's lock is what makes taking back that name's rows at start-up
-        safe: whoever held it before is gone."""
+    async def _claim_identity(self) -> psycopg.AsyncConnection[Any]:
+        """Become an instance no other running bridge is: the session holding the name's
+        lock (kept open: it becomes the presence). A name given in the config is waited
+        for a little (a killed predecessor's session may take a moment to end), then
+        refused; without one, the host's name or the first free ``<host>-N``. Holding
+        the name's lock is what makes taking back that name's rows at start-up safe:
+        whoever held it before is gone."""
         if self.asked is not None:
             candidates = [self.asked]
         else:
@@ -403,9 +405,11 @@ class PgOutbox(Store):
                 for name in candidates:
                     if await self._try_identity(conn, name):
                         self.instance = name
-                        return
-            finally:
+                        return conn
+            except BaseException:
                 await conn.close()
+                raise
+            await conn.close()
             if time.monotonic() > deadline:
                 taken = candidates[0] if len(candidates) == 1 else f"{candidates[0]} … {candidates[-1]}"
                 raise OutboxError(
@@ -451,14 +455,16 @@ class PgOutbox(Store):
         if not await self._try_identity(conn, self.instance):
             raise OutboxError(f"another running bridge took the name {self.instance!r} while this one was away")
 
-    async def _presence(self) -> None:
-        """Hold this instance's identity and leaderships, and listen, for as long as it runs."""
+    async def _presence(self, held: psycopg.AsyncConnection[Any]) -> None:
+        """Hold this instance's identity (``held`` holds it at first) and leaderships, and
+        listen, for as long as it runs."""
         delay = 1.0
+        conn: psycopg.AsyncConnection[Any] | None = held
         while not self._closing.is_set():
-            conn: psycopg.AsyncConnection[Any] | None = None
             try:
-                conn = await self._connect()
-                await self._lock_identity(conn)
+                if conn is None:
+                    conn = await self._connect()
+                    await self._lock_identity(conn)
                 await conn.execute(f"LISTEN {CHANNEL}")
                 self._present.set()
                 delay = 1.0
@@ -489,6 +495,7 @@ class PgOutbox(Store):
                 if conn is not None:
                     with contextlib.suppress(psycopg.Error, OSError):
                         await conn.close()
+                conn = None
 
     async def _take_leaderships(self, conn: psycopg.AsyncConnection[Any]) -> None:
         for leadership in list(self._leaderships.values()):
