@@ -41,6 +41,10 @@ DEFAULT_URLS: dict[str, str] = {
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+#: The longest an SMTP session waits for a first outcome (``routes.*.ack: delivered``)
+ACK_TIMEOUT_MAX = 120.0
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -512,7 +516,7 @@ class RouteConfig(_Model):
     #: mail with lines that ended in a bare LF: accepted (``normalize``) or refused (``reject``)
     bare_lf: Literal["normalize", "reject"] = "normalize"
     #: seconds a ``delivered`` reply waits before answering ``250 queued``
-    ack_timeout: float = Field(default=10.0, gt=0, le=120)
+    ack_timeout: float = Field(default=10.0, gt=0, le=ACK_TIMEOUT_MAX)
 
     @field_validator("recipients")
     @classmethod

@@ -389,12 +389,11 @@ class Dispatcher:
         return text.replace(secret, "***") if len(secret) >= 3 else text
 
     async def _finish(self, rows: list[Row], state: State, exc: DeliveryError) -> None:
-        outcome = Outcome(state, exc.reason, exc.code)
-        waiting = self.outcomes.report(rows, outcome)
-        # A waiting SMTP session decides whether the sender hears of a refusal by 550 or by notice.
+        # A waiting SMTP session decides whether the sender hears of a refusal by 550 or by notice;
+        # it hears of the outcome only once it is stored (bridge.outcomes).
         notice = Notice.NONE
         if state in NOTIFIED:
-            notice = Notice.HELD if waiting and state in REFUSED else Notice.PENDING
+            notice = Notice.HELD if state in REFUSED and self.outcomes.expects(rows) else Notice.PENDING
         ids = [r.id for r in rows]
         for row in rows:
             self.metrics.sms.labels(row.request.account, row.request.provider, state).inc()
@@ -412,5 +411,10 @@ class Dispatcher:
                 row.delivery.attempts + 1,
                 exc,
             )
-        if notice == Notice.PENDING:
+        left = self.outcomes.report(rows, Outcome(state, exc.reason, exc.code))
+        if notice == Notice.HELD and left:  # the session stopped waiting before the outcome was stored
+            await self._stored(
+                f"notice id={left[0].id}", lambda: self.outbox.set_notice([r.id for r in left], Notice.PENDING)
+            )
+        if notice == Notice.PENDING or (notice == Notice.HELD and left):
             self.on_notice()

@@ -22,7 +22,7 @@ from email.utils import formatdate, make_msgid
 import aiosmtplib
 
 from bridge.aio import wait_any
-from bridge.config import Config
+from bridge.config import ACK_TIMEOUT_MAX, Config
 from bridge.errors import OutboxError
 from bridge.metrics import Metrics
 from bridge.outbox import MAYBE_SENT, UNANSWERABLE, Notice, Outbox, RejectionRow, Row, State
@@ -337,7 +337,9 @@ class Notifier:
         """Send what is pending now; the number sent."""
         now = time.monotonic()
         sent = 0
-        for row in await self.outbox.pending_notices():
+        # a refusal held for an SMTP session longer than any session waits was never answered by it
+        held_before = time.time() - ACK_TIMEOUT_MAX - 60
+        for row in await self.outbox.pending_notices(held_before=held_before):
             build = functools.partial(build_notice, row, self.config)
             sent += await self._deliver("notice", row.id, row.origin.mail_from, build, self._mark, now)
         for rejection in await self.outbox.pending_rejections():

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import pytest
 
+from bridge.outbox import Notice, Store
 from tests.helpers import (
     SIM_PASSWORD,
     eventually,
@@ -182,6 +185,65 @@ async def test_ack_delivered_reports_the_provider_outcome_in_the_reply(tmp_path:
             failed = [r for r in bridge.rows() if r.delivery.state == "failed"]
     assert [r.delivery.notice for r in failed] == ["replied"]  # told by 550: no notice as well
     assert sink.messages == []
+
+
+async def test_ack_delivered_answers_a_refusal_only_once_its_outcome_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session's ``replied`` must come after the dispatcher's ``held``, however slow the store."""
+    calls: list[str] = []
+    finish, set_notice = Store.finish, Store.set_notice
+
+    async def slow_finish(self: Store, ids: Sequence[str], **kwargs: Any) -> list[str]:
+        await asyncio.sleep(0.3)  # fault injection: a slow database, not synchronisation
+        calls.append(f"finish {kwargs['notice']}")
+        return await finish(self, ids, **kwargs)
+
+    async def recorded_set_notice(self: Store, ids: Sequence[str], notice: Notice, detail: str = "") -> None:
+        calls.append(f"set_notice {notice}")
+        await set_notice(self, ids, notice, detail)
+
+    monkeypatch.setattr(Store, "finish", slow_finish)
+    monkeypatch.setattr(Store, "set_notice", recorded_set_notice)
+    async with running_simulator() as (_, url), running_sink() as (sink, sink_port):
+        config = make_config(tmp_path, url, sink_port=sink_port, body_route={"ack": "delivered"})
+        async with running_bridge(config) as bridge:
+            code, text = await submit(bridge.port, mail("mobile:96566074414\nsender:NOPE\ntext:refused"))
+            assert code == 550
+            (row,) = bridge.rows(text.split("(")[1].split(")")[0])
+    assert calls == ["finish held", "set_notice replied"]
+    assert row.delivery.notice == "replied"
+    assert sink.messages == []
+
+
+async def test_a_refusal_stored_after_the_session_stopped_waiting_gets_a_notice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session gives up (``ack_timeout``) while the refusal is being stored for it: the
+    dispatcher finds nobody took it, and the sender is told by mail instead."""
+    replied = asyncio.Event()
+    notices: list[str] = []
+    finish = Store.finish
+
+    async def finish_after_the_reply(self: Store, ids: Sequence[str], **kwargs: Any) -> list[str]:
+        notices.append(str(kwargs["notice"]))
+        async with asyncio.timeout(30):
+            await replied.wait()
+        return await finish(self, ids, **kwargs)
+
+    monkeypatch.setattr(Store, "finish", finish_after_the_reply)
+    async with running_simulator() as (_, url), running_sink() as (sink, sink_port):
+        route = {"ack": "delivered", "ack_timeout": 2}
+        config = make_config(tmp_path, url, sink_port=sink_port, body_route=route)
+        async with running_bridge(config) as bridge:
+            code, text = await submit(bridge.port, mail("mobile:96566074414\nsender:NOPE\ntext:refused"))
+            replied.set()
+            assert (code, text.split(" as ")[0]) == (250, "2.0.0 queued")
+            await asyncio.wait_for(sink.arrived.wait(), 20)
+            (row,) = bridge.rows(text.split()[-1])
+            await eventually(lambda: bridge.rows(row.id)[0].delivery.notice == "sent", "the notice recorded")
+    assert notices == ["held"]  # stored for the session, which had gone by then
+    assert "ERR008" in message_from_bytes(sink.messages[0].content, policy=policy.default).get_body().get_content()
 
 
 async def test_identical_texts_are_combined_into_one_provider_call(tmp_path: Path) -> None:

@@ -142,6 +142,17 @@ async def test_at_least_once_accounts_queue_a_row_left_sending_again(store: Stor
     assert (row.delivery.state, row.delivery.attempts) == (State.QUEUED, 1)
 
 
+async def test_a_refusal_held_for_a_session_that_never_answered_is_noticed_after_all(store: Store) -> None:
+    await store.enqueue(mail())
+    group = await store.claim("a")
+    await store.mark_sending(group)
+    await store.finish(group.ids, state=State.FAILED, error="ERR008", code="ERR008", raw="", notice=Notice.HELD)
+    assert await store.pending_notices(held_before=time.time() - 180) == []  # the session may still answer
+    [row] = await store.pending_notices(held_before=time.time() + 1)  # it has had longer than any session waits
+    assert row.delivery.notice == Notice.PENDING
+    assert "notice released" in [e.event for e in await store.history(row.id)]
+
+
 async def test_operator_actions_only_apply_in_their_states(store: Store) -> None:
     done = await store.enqueue(mail())
     assert await store.act("retry", done.mail_id, "t") == []  # queued: nothing to retry

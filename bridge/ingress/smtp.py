@@ -47,6 +47,7 @@ from bridge.access import (
     verify_password,
 )
 from bridge.config import Config, ListenerConfig
+from bridge.errors import OutboxError
 from bridge.guard import AuthGuard
 from bridge.ingress.accept import admit
 from bridge.ingress.context import Intake
@@ -54,7 +55,7 @@ from bridge.ingress.lineends import LineEnds
 from bridge.intake import decide
 from bridge.mail import parse_mail
 from bridge.outbox import REFUSED, Notice, Outbox, State
-from bridge.outcomes import Outcome
+from bridge.outcomes import FirstOutcomes
 from bridge.routing import route_for
 
 log = logging.getLogger("bridge.smtp")
@@ -448,23 +449,34 @@ class Handler:
             self.intake.outcomes.watch(enqueued.mail_id, enqueued.ids)
         if not wait:
             return f"250 2.0.0 queued as {enqueued.mail_id}"
-        outcomes = await self.intake.outcomes.outcome(enqueued.mail_id, max(r.ack_timeout for r in wait))
-        return await self._delivered_reply(enqueued.mail_id, enqueued.ids, outcomes)
+        told = await self.intake.outcomes.outcome(enqueued.mail_id, max(r.ack_timeout for r in wait))
+        return await self._delivered_reply(enqueued.mail_id, enqueued.ids, told)
 
-    async def _delivered_reply(self, mail_id: str, ids: tuple[str, ...], outcomes: dict[str, Outcome] | None) -> str:
-        """``ack: delivered``: the sender learns the outcome of the first attempt."""
-        held = [i for i, o in (outcomes or {}).items() if o.state in REFUSED]
-        if outcomes is not None and len(held) == len(ids):
-            await self.outbox.set_notice(held, Notice.REPLIED)
+    async def _delivered_reply(self, mail_id: str, ids: tuple[str, ...], told: FirstOutcomes) -> str:
+        """``ack: delivered``: the sender learns the outcome of the first attempt. The refusals
+        this session was told of are its own to answer: by 550 when every SMS was refused,
+        else by a notice."""
+        outcomes = told.outcomes
+        held = [i for i, o in outcomes.items() if o.state in REFUSED]
+        if told.complete and len(held) == len(ids):
+            await self._answer(held, Notice.REPLIED)
             reasons = sorted({f"{o.code + ' ' if o.code else ''}{o.reason}" for o in outcomes.values()})
             return multiline("550", "5.0.0", [f"not sent ({mail_id}): {r}" for r in reasons])
-        if held:  # some sent, some failed: the failures get a notice
-            await self.outbox.set_notice(held, Notice.PENDING)
+        if held:  # some sent or still to come: the failures get a notice
+            await self._answer(held, Notice.PENDING)
             self.on_notice()
-        if outcomes is not None and all(o.state == State.SENT for o in outcomes.values()):
+        if told.complete and all(o.state == State.SENT for o in outcomes.values()):
             msg_ids = ",".join(sorted({o.msg_id for o in outcomes.values() if o.msg_id}))
             return f"250 2.0.0 sent as {ascii_reply(msg_ids, 200) or mail_id} ({mail_id})"
         return f"250 2.0.0 queued as {mail_id}"
+
+    async def _answer(self, held: list[str], notice: Notice) -> None:
+        """Record how held refusals are answered. Should the outbox be away, they stay held
+        and the notifier mails them later (bridge.outcomes): told twice, never not at all."""
+        try:
+            await self.outbox.set_notice(held, notice)
+        except OutboxError as exc:
+            log.warning("could not record the answer to id=%s (%s); its notice follows later", held[0], exc)
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException | ConnectionError | ssl.SSLError):

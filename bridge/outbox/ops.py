@@ -838,7 +838,13 @@ def op_mark_not_sent(conn: Tx, ident: str, now: float, actor: str = "cli") -> li
     return ids
 
 
-def op_pending_notices(conn: Tx, limit: int = 50) -> list[Row]:
+def op_pending_notices(conn: Tx, limit: int = 50, held_before: float | None = None) -> list[Row]:
+    """Notices to send. A notice ``held`` for an SMTP session since before ``held_before``
+    was never answered by it (it lost the outbox, or its bridge died): it is sent after all."""
+    if held_before is not None:
+        stale = [r[0] for r in conn.execute("SELECT id FROM sms WHERE notice = 'held' AND updated < ?", (held_before,))]
+        conn.executemany("UPDATE sms SET notice = 'pending' WHERE id = ? AND notice = 'held'", [(i,) for i in stale])
+        _log(conn, stale, time.time(), "notice released", "the SMTP session that held it never answered")
     recs = conn.execute("SELECT * FROM sms WHERE notice = 'pending' ORDER BY updated LIMIT ?", (limit,))
     return [_row(r) for r in recs]
 
@@ -1022,8 +1028,8 @@ class Store:
     async def prune(self, before: float) -> int:
         return await self.run(lambda c: op_prune(c, before))
 
-    async def pending_notices(self, limit: int = 50) -> list[Row]:
-        return await self.run(lambda c: op_pending_notices(c, limit))
+    async def pending_notices(self, limit: int = 50, held_before: float | None = None) -> list[Row]:
+        return await self.run(lambda c: op_pending_notices(c, limit, held_before))
 
     async def pending_rejections(self, limit: int = 50) -> list[RejectionRow]:
         return await self.run(lambda c: op_pending_rejections(c, limit))

@@ -176,6 +176,10 @@ CREATE TABLE instances (
     seen REAL NOT NULL
 );
 """,
+    # 6: notices held for an SMTP session that never answered are found without a scan
+    """
+CREATE INDEX sms_notice_held ON sms(updated) WHERE notice = 'held';
+""",
 )
 
 LATEST = len(MIGRATIONS)
