@@ -25,7 +25,7 @@ from bridge.aio import wait_any
 from bridge.config import Config, parse_host_port
 from bridge.config import warnings as config_warnings
 from bridge.dispatch import Dispatcher
-from bridge.errors import BridgeError, ConfigError, OutboxError
+from bridge.errors import BridgeError, ConfigError, Displaced, OutboxError
 from bridge.guard import AuthGuard
 from bridge.ingress.imap import MailboxWatcher
 from bridge.ingress.smtp import ConnectionLimits, Handler, LmtpHandler, lmtp_factory, protocol_factory, tls_context
@@ -221,6 +221,10 @@ async def serve(
                 recovered["resent"],
             )
         metrics = Metrics()
+        # Another bridge took this one's instance name while it had lost the database: drain and
+        # stop with an error, so systemd starts it again under a free name (or refuses a taken one).
+        displaced = asyncio.create_task(_stop_when(outbox.displaced, stop))
+        stack.callback(displaced.cancel)
         first = True
         while True:
             new = await _run(config, outbox, metrics, stop, hup, reload, ready if first else None)
@@ -231,7 +235,14 @@ async def serve(
                 log.warning("queue changed; the outbox moves only with a restart (systemctl restart sms-bridge)")
             config = new
             log.info("reloaded the configuration: %d account(s), %d route(s)", len(config.accounts), len(config.routes))
+    if outbox.displaced.is_set():
+        raise Displaced(f"stopped: another bridge runs as instance {outbox.instance!r} of this outbox")
     log.info("stopped")
+
+
+async def _stop_when(event: asyncio.Event, stop: asyncio.Event) -> None:
+    await event.wait()
+    stop.set()
 
 
 async def _next_config(stop: asyncio.Event, hup: asyncio.Event, reload: Callable[[], Config] | None) -> Config | None:

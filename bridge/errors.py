@@ -58,6 +58,11 @@ class LeaseLost(OutboxError):
     """A claimed row's lease ran out and another instance claimed it: this one must not send it."""
 
 
+class Displaced(OutboxError):
+    """While this bridge had lost its database session, another bridge took its instance name:
+    this one can no longer tell its rows from the other's and must stop."""
+
+
 class LimitExceeded(BridgeError):
     """A client or account has used up a limit; nothing was stored."""
 

@@ -12,6 +12,7 @@ superuser uses the private Unix socket.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -20,6 +21,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import yaml
@@ -164,6 +167,29 @@ def remove(directory: Path) -> None:
     if cluster.running():
         cluster.stop("immediate")
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def name_taken_from(url: str, instance: str) -> AsyncIterator[None]:
+    """End bridge ``instance``'s presence session (as a network cut would) and hold its
+    name, as another bridge of that name starting meanwhile would; until the block ends."""
+    import psycopg
+
+    from bridge.outbox.pg import lock_key
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as other:
+        await other.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (f"sms-bridge {instance} presence",),
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            cur = await other.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(f"instance:{instance}"),))
+            if await cur.fetchone() == (True,):
+                break
+            assert time.monotonic() < deadline, f"{instance}'s session kept its name for 10 s"
+            await asyncio.sleep(0.02)  # polling interval
+        yield
 
 
 def main(argv: list[str]) -> int:

@@ -240,3 +240,20 @@ async def test_the_status_page_lists_the_bridges_sharing_the_outbox(tmp_path: Pa
     assert '<td>a <span class="muted">(this one)</span></td>' in text
     assert "postgresql postgresql://bridge:***@" in text
     assert PASSWORD not in text
+
+
+async def test_a_bridge_whose_name_was_taken_while_it_was_cut_off_stops_with_an_error(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Its session ends, and a bridge with the same name takes the name before it is back:
+    it cannot tell its rows from the other's, so it drains and exits 1 (systemd restarts it)."""
+    async with running_simulator() as (_, url):
+        a_path = write(tmp_path, instance_config(tmp_path, url, pg_url, "x"), "x")
+        async with daemon(a_path) as a:
+            await a.port
+            async with pgcluster.name_taken_from(pg_url, "x"):
+                assert await asyncio.wait_for(a.proc.wait(), 30) == 1
+    log = "".join(a.log)
+    assert "another bridge took the instance name 'x'" in log
+    assert "stopped: another bridge runs as instance 'x'" in log
+    assert "Traceback" not in log

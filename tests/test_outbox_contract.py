@@ -25,7 +25,7 @@ from bridge.outbox import Accepted, Notice, Search, SqliteOutbox, State, Store
 from bridge.outbox.ops import op_recover
 from bridge.outbox.pg import PgOutbox
 from tests.helpers import eventually, free_port, sms
-from tests.pg import PASSWORD
+from tests.pg import PASSWORD, name_taken_from
 
 
 @asynccontextmanager
@@ -273,6 +273,14 @@ async def test_a_leadership_passes_to_the_other_instance_when_its_holder_stops(p
             await eventually(lambda: b.ticks >= ticks + 2, "b trying for the leadership twice")
             assert not sought_by_b.held.is_set()
         await asyncio.wait_for(sought_by_b.held.wait(), 10)
+
+
+async def test_a_bridge_whose_name_was_taken_while_it_had_lost_the_database_stops(pg_url: str, tmp_path: Path) -> None:
+    async with opened("postgresql", tmp_path, pg_url, "x") as a:
+        assert isinstance(a, PgOutbox)
+        async with name_taken_from(pg_url, "x"):  # a's session is cut, and a bridge named "x" starts meanwhile
+            await asyncio.wait_for(a.displaced.wait(), 20)
+        assert not a.leadership("notices").held.is_set()
 
 
 def test_an_error_echoing_the_password_is_masked_however_it_is_written() -> None:

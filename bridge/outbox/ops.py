@@ -15,6 +15,7 @@ from async code.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import socket
@@ -915,6 +916,16 @@ class Store:
         notice to send (PostgreSQL ``NOTIFY``; one bridge alone hears only itself)."""
         self.on_queued = on_queued
         self.on_notice = on_notice
+
+    _displaced: asyncio.Event | None = None
+
+    @property
+    def displaced(self) -> asyncio.Event:
+        """Set when this bridge can no longer be the instance it was (a shared outbox only):
+        it must stop, and start again under a free name."""
+        if self._displaced is None:
+            self._displaced = asyncio.Event()
+        return self._displaced
 
     def describe(self) -> str:
         return type(self).__name__

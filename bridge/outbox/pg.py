@@ -49,7 +49,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from bridge.errors import OutboxError
+from bridge.errors import Displaced, OutboxError
 from bridge.outbox.batches import Job, Settled, settle_all, take_batch
 from bridge.outbox.ops import Store, op_prune_seen, op_prune_usage, op_recover, op_renew
 from bridge.outbox.schema import pg_migrate
@@ -453,7 +453,9 @@ class PgOutbox(Store):
 
     async def _lock_identity(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if not await self._try_identity(conn, self.instance):
-            raise OutboxError(f"another running bridge took the name {self.instance!r} while this one was away")
+            raise Displaced(
+                f"another bridge took the instance name {self.instance!r} while this one had lost the database"
+            )
 
     async def _presence(self, held: psycopg.AsyncConnection[Any]) -> None:
         """Hold this instance's identity (``held`` holds it at first) and leaderships, and
@@ -476,6 +478,13 @@ class PgOutbox(Store):
                         self._heard(note.payload)
                     async with asyncio.timeout(self.connect_timeout):
                         await conn.execute("SELECT 1")
+            except Displaced as exc:
+                self._present.clear()
+                for leadership in self._leaderships.values():
+                    leadership.drop()
+                log.error("%s; this bridge stops", exc)
+                self.displaced.set()
+                return
             except (psycopg.Error, OutboxError, TimeoutError, OSError) as exc:
                 self._present.clear()
                 for leadership in self._leaderships.values():
