@@ -9,7 +9,6 @@ network, it shows counts and states, never a message, a number or a secret.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -70,7 +69,7 @@ def build(parts: Parts) -> web.Application:
         for state, count in counts.items():
             live.queue.labels(state).set(count)
         oldest = await parts.outbox.oldest_queued()
-        live.oldest.set(0 if oldest is None else max(time.time() - oldest, 0.0))
+        live.oldest.set(0 if oldest is None else max(parts.outbox.clock() - oldest, 0.0))
         for account, balance in parts.dispatcher.balances.items():
             live.balance.labels(account).set(balance)
         for watcher in parts.watchers:

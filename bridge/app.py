@@ -11,7 +11,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -147,7 +146,7 @@ async def housekeeping(config: Config, outbox: Outbox, stop: asyncio.Event) -> N
     """Once an hour: forget final messages (and their history) older than ``queue.keep_days``."""
     while not stop.is_set():
         try:
-            pruned = await outbox.prune(time.time() - config.queue.keep_days * 86400)
+            pruned = await outbox.prune(outbox.clock() - config.queue.keep_days * 86400)
         except OutboxError as exc:
             log.warning("pruning old messages failed (%s); trying again in an hour", exc)
         else:

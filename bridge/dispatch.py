@@ -119,7 +119,7 @@ class Dispatcher:
                 if not group.rows:
                     in_flight.release()
                     due = await self.outbox.next_due(name)
-                    idle = 1.0 if due is None else min(max(due - time.time(), 0.0), 1.0)
+                    idle = 1.0 if due is None else min(max(due - self.outbox.clock(), 0.0), 1.0)
                     await wait_any(wake, stop, seconds=idle)
                     continue
                 diverted = await self._divert_if_down(name, group)
@@ -184,7 +184,7 @@ class Dispatcher:
             except OutboxError as exc:  # before the call: nothing was handed to the provider
                 log.warning("not sending %s now: %s", ", ".join(ids), exc)
                 with contextlib.suppress(OutboxError):
-                    await self.outbox.hold(ids, time.time() + 2.0)
+                    await self.outbox.hold(ids, self.outbox.clock() + 2.0)
                 return
             except TransientDelivery as exc:
                 self._called(name, began, "transient", exc.code)
@@ -193,7 +193,7 @@ class Dispatcher:
                     await self._transient(rows, exc)
             except AmbiguousDelivery as exc:
                 self._called(name, began, "unknown", exc.code)
-                breaker.inconclusive(time.time())
+                breaker.inconclusive(self.outbox.clock())
                 if self.config.accounts[name].at_least_once:
                     await self._transient(group.rows, exc)
                 else:
@@ -210,7 +210,7 @@ class Dispatcher:
             interval = self.pacing[name].interval
             if interval > 0:  # counted from the provider's answer, so its clock sees the full interval
                 numbers = group.request().numbers
-                await self._stored("pacing", lambda: self.outbox.pace(name, numbers, time.time() + interval))
+                await self._stored("pacing", lambda: self.outbox.pace(name, numbers, self.outbox.clock() + interval))
         finally:
             in_flight.release()
 
@@ -223,14 +223,14 @@ class Dispatcher:
         if not exc.failover:
             breaker.succeeded()  # the provider answered: it is up, this SMS is the problem
             return rows
-        breaker.failed(time.time(), f"{exc.code + ' ' if exc.code else ''}{exc.reason}")
+        breaker.failed(self.outbox.clock(), f"{exc.code + ' ' if exc.code else ''}{exc.reason}")
         return await self._fail_over(account, rows, exc.reason, exc.code)
 
     async def _divert_if_down(self, account: str, group: Group) -> bool:
         """Before sending: with the circuit open, or a known balance too low, the group's
         rows go to their fallbacks, and the rest wait for the next probe. True if diverted."""
         breaker = self.breakers[account]
-        now = time.time()
+        now = self.outbox.clock()
         reason = ""
         if not breaker.may_send(now):
             reason = f"account {account} is failing (circuit open)"
@@ -312,7 +312,7 @@ class Dispatcher:
         return None
 
     def _called(self, account: str, began: float, result: str, code: str) -> None:
-        self.last_result[account] = (time.time(), result, code)
+        self.last_result[account] = (self.outbox.clock(), result, code)
         self.metrics.provider_latency.labels(account).observe(time.monotonic() - began)
         self.metrics.provider_calls.labels(account, result, code or "-").inc()
 
@@ -323,7 +323,7 @@ class Dispatcher:
         if sent.balance_after is not None:
             await self.balances.record(rows[0].request.account, sent.balance_after)
         charges = group.charges()
-        now = time.time()
+        now = self.outbox.clock()
         for row in rows:
             self.metrics.sms.labels(row.request.account, row.request.provider, State.SENT).inc()
             self.metrics.delivery_latency.labels(row.request.account).observe(max(now - row.created, 0.0))
@@ -361,7 +361,7 @@ class Dispatcher:
         return base * (1 + self.rng.uniform(-jitter, jitter))
 
     async def _transient(self, rows: list[Row], exc: DeliveryError) -> None:
-        now = time.time()
+        now = self.outbox.clock()
         retry_after = exc.retry_after if isinstance(exc, TransientDelivery) else None
         when = {r.id: now + self._delay(r.delivery.attempts + 1, retry_after) for r in rows}
         expired = [r for r in rows if when[r.id] - r.created > self.config.dispatch.max_age]

@@ -338,7 +338,7 @@ class Notifier:
         now = time.monotonic()
         sent = 0
         # a refusal held for an SMTP session longer than any session waits was never answered by it
-        held_before = time.time() - ACK_TIMEOUT_MAX - 60
+        held_before = self.outbox.clock() - ACK_TIMEOUT_MAX - 60
         for row in await self.outbox.pending_notices(held_before=held_before):
             build = functools.partial(build_notice, row, self.config)
             sent += await self._deliver("notice", row.id, row.origin.mail_from, build, self._mark, now)

@@ -185,7 +185,7 @@ class StatusPage:
     # -- pages -------------------------------------------------------------------
 
     async def overview(self, request: web.Request) -> web.Response:
-        now = time.time()
+        now = self.outbox.clock()
         counts = await self.outbox.counts()
         oldest = await self.outbox.oldest_queued()
         problems = await self.outbox.recent_problems(now - 86400)

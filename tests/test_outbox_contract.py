@@ -275,6 +275,25 @@ async def test_a_leadership_passes_to_the_other_instance_when_its_holder_stops(p
         await asyncio.wait_for(sought_by_b.held.wait(), 10)
 
 
+async def test_leases_are_reckoned_on_the_database_clock_whatever_a_host_s_clock_says(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with opened("postgresql", tmp_path, pg_url, "b") as b:
+        assert isinstance(b, PgOutbox)
+        behind = PgOutbox(pg_url, instance="a", lease=5)
+        behind._host_clock = lambda: time.time() - 3600  # a's host is an hour behind
+        async with behind as a:
+            await a.start_up(at_least_once=[])
+            await a.enqueue(mail())
+            group = await a.claim("a")
+            lease_until = group.rows[0].delivery.lease_until
+            assert lease_until is not None
+            assert abs(lease_until - (time.time() + 5)) < 2
+            beats = b.beats
+            await eventually(lambda: b.beats >= beats + 2, "b's heartbeat, twice")
+            await a.mark_sending(group)  # b did not take the row back: a's lease had not run out
+
+
 async def test_a_bridge_whose_name_was_taken_while_it_had_lost_the_database_stops(pg_url: str, tmp_path: Path) -> None:
     async with opened("postgresql", tmp_path, pg_url, "x") as a:
         assert isinstance(a, PgOutbox)

@@ -917,6 +917,12 @@ class Store:
         self.on_queued = on_queued
         self.on_notice = on_notice
 
+    def clock(self) -> float:
+        """Now, as every bridge sharing this outbox reckons it: leases, ``updated`` and
+        ``created`` are compared across bridges, so a shared outbox reads its database's
+        clock (this one: the host's)."""
+        return time.time()
+
     _displaced: asyncio.Event | None = None
 
     @property
@@ -940,7 +946,7 @@ class Store:
 
     async def instances(self) -> list[tuple[str, str, float]]:
         """(id, host, last heard from) of the bridges sharing the outbox: this one alone."""
-        return [(self.instance, socket.gethostname(), time.time())]
+        return [(self.instance, socket.gethostname(), self.clock())]
 
     def leadership(self, name: str) -> Leadership:
         """One bridge alone on its outbox leads everything, always."""
@@ -963,21 +969,21 @@ class Store:
         self, accepted: Accepted, key: ImapKey | None = None, usage: Sequence[tuple[str, Any]] = ()
     ) -> Enqueued:
         window = self.dedupe_window
-        return await self.run(lambda c: op_enqueue(c, accepted, time.time(), window, key, usage))
+        return await self.run(lambda c: op_enqueue(c, accepted, self.clock(), window, key, usage))
 
     async def claim(self, account: str, *, combine: bool = True, pacing: Pacing | None = None) -> Group:
         owner, lease = self.instance, self.lease
-        return await self.run(lambda c: op_claim(c, account, time.time(), combine, pacing, owner=owner, lease=lease))
+        return await self.run(lambda c: op_claim(c, account, self.clock(), combine, pacing, owner=owner, lease=lease))
 
     async def pace(self, account: str, numbers: Sequence[str], until: float) -> None:
         await self.run(lambda c: op_pace(c, account, numbers, until))
 
     async def fail_over(self, moves: Sequence[tuple[Row, SmsRequest]], *, reason: str, code: str) -> None:
-        now = time.time()
+        now = self.clock()
         await self.run(lambda c: op_fail_over(c, moves, now, reason=reason, code=code))
 
     async def hold(self, ids: Sequence[str], until: float) -> None:
-        now = time.time()
+        now = self.clock()
         await self.run(lambda c: op_hold(c, ids, until, now))
 
     async def next_due(self, account: str) -> float | None:
@@ -996,24 +1002,24 @@ class Store:
         return await self.run(lambda c: op_recent_problems(c, since))
 
     async def mark_sending(self, group: Group) -> None:
-        await self.run(lambda c: op_mark_sending(c, group, time.time()))
+        await self.run(lambda c: op_mark_sending(c, group, self.clock()))
 
     async def mark_sent(
         self, group: Group, *, msg_id: str, raw: str, balance_after: float | None, confirmed: bool
     ) -> None:
-        now = time.time()
+        now = self.clock()
         await self.run(
             lambda c: op_sent(c, group, now, msg_id=msg_id, raw=raw, balance_after=balance_after, confirmed=confirmed)
         )
 
     async def retry_later(self, schedule: Sequence[tuple[str, float]], *, error: str, code: str, raw: str) -> None:
-        now = time.time()
+        now = self.clock()
         await self.run(lambda c: op_retry_later(c, schedule, now, error=error, code=code, raw=raw))
 
     async def finish(
         self, ids: Sequence[str], *, state: State, error: str, code: str, raw: str, notice: Notice
     ) -> list[str]:
-        now = time.time()
+        now = self.clock()
         return await self.run(
             lambda c: op_finish(c, ids, now, state=state, error=error, code=code, raw=raw, notice=notice)
         )
@@ -1034,7 +1040,7 @@ class Store:
         """An operator's action on a message: ``retry``, ``cancel`` or ``not-sent``; the ids changed."""
         ops = {"retry": op_requeue, "cancel": op_cancel, "not-sent": op_mark_not_sent}
         op = ops[action]
-        return await self.run(lambda c: op(c, ident, time.time(), actor))
+        return await self.run(lambda c: op(c, ident, self.clock(), actor))
 
     async def prune(self, before: float) -> int:
         return await self.run(lambda c: op_prune(c, before))
@@ -1052,18 +1058,18 @@ class Store:
         return await self.run(lambda c: op_imap_outcome(c, key))
 
     async def reject(self, rejection: Rejection, key: ImapKey | None = None) -> str:
-        now = time.time()
+        now = self.clock()
         return await self.run(lambda c: op_reject(c, rejection, now, key))
 
     async def record_balance(self, account: str, balance: float) -> float | None:
-        return await self.run(lambda c: op_record_balance(c, account, balance, time.time()))
+        return await self.run(lambda c: op_record_balance(c, account, balance, self.clock()))
 
     async def balances(self) -> dict[str, float]:
         return await self.run(op_balances)
 
     async def start_up(self, *, at_least_once: Sequence[str]) -> dict[str, int]:
         """After a start: recover from an unclean stop, release held notices, forget old counts."""
-        now = time.time()
+        now = self.clock()
         window, shared, owner = self.dedupe_window, self.shared, self.instance
 
         def work(conn: Tx) -> dict[str, int]:

@@ -197,6 +197,8 @@ class PgOutbox(Store):
         self.ticks = 0
         self.beats = 0
         self._started = time.time()
+        self._clock_offset = 0.0  # the database's clock less this host's (_read_clock)
+        self._host_clock: Callable[[], float] = time.time  # the host's clock (tests make it wrong)
 
     def _make_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         kwargs = {
@@ -241,6 +243,11 @@ class PgOutbox(Store):
         loop = self._loop = asyncio.get_running_loop()
         presence = await self._claim_identity()  # first: the pool's connections carry the name
         try:
+            try:
+                await self._read_clock(presence)  # before start_up compares leases
+            except psycopg.Error as exc:
+                raise self._error(exc) from exc
+            self._started = self.clock()
             await asyncio.to_thread(self._open)
         except BaseException:
             await asyncio.to_thread(self._pool.close)
@@ -477,7 +484,7 @@ class PgOutbox(Store):
                     async for note in conn.notifies(timeout=PRESENCE_TICK):
                         self._heard(note.payload)
                     async with asyncio.timeout(self.connect_timeout):
-                        await conn.execute("SELECT 1")
+                        await self._read_clock(conn)
             except Displaced as exc:
                 self._present.clear()
                 for leadership in self._leaderships.values():
@@ -516,6 +523,21 @@ class PgOutbox(Store):
                 log.info("this instance (%s) now does %s", self.instance, leadership.name)
                 leadership.take()
 
+    async def _read_clock(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Check the session, and how far the database's clock is from this host's: every
+        bridge reckons leases and ages on the database's clock, so hosts whose clocks
+        disagree never take each other's rows early (the reply's midpoint; a round trip
+        of a few ms is the error)."""
+        before = self._host_clock()
+        cur = await conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+        after = self._host_clock()
+        rec = await cur.fetchone()
+        if rec is not None:
+            self._clock_offset = float(rec[0]) - (before + after) / 2
+
+    def clock(self) -> float:
+        return self._host_clock() + self._clock_offset
+
     def _heard(self, payload: str) -> None:
         if payload == "notice":
             self.on_notice()
@@ -550,7 +572,7 @@ class PgOutbox(Store):
                 await asyncio.wait_for(self._closing.wait(), every)
 
     def _beat(self, tx: Any) -> tuple[int, dict[str, int]]:
-        now = time.time()
+        now = self.clock()
         tx.execute(
             """INSERT INTO instances (id, host, pid, started, seen) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
@@ -570,7 +592,7 @@ class PgOutbox(Store):
 
         def read(tx: Any) -> list[tuple[str, str, float]]:
             recs = tx.execute(
-                "SELECT id, host, seen FROM instances WHERE seen > ? ORDER BY id", (time.time() - 3600,)
+                "SELECT id, host, seen FROM instances WHERE seen > ? ORDER BY id", (self.clock() - 3600,)
             ).fetchall()
             return [(r[0], r[1], float(r[2])) for r in recs]
 
