@@ -154,6 +154,28 @@ async def test_the_same_message_id_given_to_each_bridge_is_queued_once(tmp_path:
     assert sorted(by_text(sim).values()) == [1] * 10
 
 
+async def test_ack_delivered_is_answered_with_the_outcome_though_another_bridge_is_idle(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The SMS a session waits for are kept for its own bridge (the other would send them
+    unseen by the session, which could then only answer ``250 queued``)."""
+    async with running_simulator(max_rate=0) as (sim, url):
+        route = {"ack": "delivered", "ack_timeout": 20}
+        configs = [
+            load_text(yaml.safe_dump(instance_config(tmp_path, url, pg_url, n, body_route=route)), env={}) for n in "ab"
+        ]
+        async with running_bridge(configs[0]) as a, running_bridge(configs[1]):
+            replies = await asyncio.gather(
+                *(submit(a.port, mail(f"mobile:9655000{i:04d}\ntext:waited for {i}")) for i in range(20))
+            )
+            refused = await submit(a.port, mail("mobile:96566074414\nsender:NOPE\ntext:refused"))
+            rows = a.rows()
+    assert [text.split(" (")[0].split(" as ")[0] for _, text in replies] == ["2.0.0 sent"] * 20
+    assert refused[0] == 550
+    assert {r.delivery.claimed_by for r in rows} == {"a"}
+    assert len(sim.delivered) == 20
+
+
 async def test_a_postgresql_restart_under_load_costs_only_4xx_replies(
     tmp_path: Path, pg_url: str, pg_cluster: pgcluster.Cluster
 ) -> None:

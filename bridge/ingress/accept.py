@@ -64,6 +64,7 @@ async def admit(
     via: str,
     fingerprint: str | None,
     key: ImapKey | None = None,
+    keep: float = 0.0,
 ) -> Admission:
     client = config.clients[client_name]
     refused = check_requests(client_name, client, config, verdict.requests)
@@ -91,6 +92,7 @@ async def admit(
         fingerprint=fingerprint,
         client=client_name,
         warnings=verdict.warnings,
+        keep=keep,
     )
     try:
         enqueued = await outbox.enqueue(accepted, key, usage_scopes(client_name, client, config, verdict.requests))

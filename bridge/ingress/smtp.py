@@ -422,6 +422,9 @@ class Handler:
             )
             return multiline("550", "5.6.0", [f"{p.field}: {p.message}" for p in verdict.problems])
         client_name = self._clients.get(envelope, "")
+        routes = {r.route for r in verdict.requests}
+        wait = [self.config.routes[r] for r in routes if self.config.routes[r].ack == "delivered"]
+        keep = max((r.ack_timeout for r in wait), default=0.0)  # this bridge sends what this session waits for
         admission = await admit(
             self.config,
             self.outbox,
@@ -431,6 +434,7 @@ class Handler:
             verdict=verdict,
             via=self.via,
             fingerprint=fingerprint(mail.message_id, mail_from + salt, raw),
+            keep=keep,
         )
         if admission.kind == "refused":
             return multiline("550", "5.7.1", [f"{p.field}: {p.message}" for p in admission.problems])
@@ -443,13 +447,10 @@ class Handler:
             raise RuntimeError(f"admission {admission.kind} without a stored message")
         if admission.kind == "duplicate":
             return f"250 2.0.0 already queued as {enqueued.mail_id}"
-        routes = {r.route for r in verdict.requests}
-        wait = [self.config.routes[r] for r in routes if self.config.routes[r].ack == "delivered"]
-        if wait:
-            self.intake.outcomes.watch(enqueued.mail_id, enqueued.ids)
         if not wait:
             return f"250 2.0.0 queued as {enqueued.mail_id}"
-        told = await self.intake.outcomes.outcome(enqueued.mail_id, max(r.ack_timeout for r in wait))
+        self.intake.outcomes.watch(enqueued.mail_id, enqueued.ids)
+        told = await self.intake.outcomes.outcome(enqueued.mail_id, keep)
         return await self._delivered_reply(enqueued.mail_id, enqueued.ids, told)
 
     async def _delivered_reply(self, mail_id: str, ids: tuple[str, ...], told: FirstOutcomes) -> str:

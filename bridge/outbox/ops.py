@@ -311,8 +311,11 @@ def op_enqueue(
     dedupe_window: float,
     key: ImapKey | None = None,
     usage: Sequence[tuple[str, Any]] = (),
+    owner: str = "",
 ) -> Enqueued:
     """Store the mail's rows (and its IMAP identity) in one transaction, unless it was seen.
+    Rows whose first outcome an SMTP session waits for are kept for ``owner``, the bridge
+    it runs on, for ``accepted.keep`` seconds.
 
     The IMAP identity and the fingerprint are each taken by one statement first: of
     two instances given the same mail at once, the second waits there for the
@@ -361,6 +364,8 @@ def op_enqueue(
         columns |= _columns(request, REQUEST) | {"batch_key": batch_key(request)}
         columns |= {"cred_user": creds.username if creds else None, "cred_pass": creds.password if creds else None}
         columns |= {"state": State.QUEUED, "next_attempt": now}
+        if accepted.keep > 0:
+            columns |= {"claimed_by": owner, "lease_until": now + accepted.keep}
         _insert(conn, "sms", columns)
         detail = (
             f"via {accepted.via}, client {accepted.client or '-'}, route {request.route}, account {request.account}"
@@ -376,6 +381,11 @@ def op_enqueue(
 
 #: queued rows a claim looks at, at most, before it gives up for now
 CLAIM_SCAN = 500
+
+#: a queued row another bridge may take: not kept for the bridge whose SMTP session waits for its
+#: first outcome (``ack: delivered``; ``claimed_by`` and ``lease_until`` set at enqueue). Two
+#: parameters: now, and the claiming bridge.
+NOT_KEPT = "(lease_until IS NULL OR lease_until < ? OR claimed_by = ?)"
 
 
 class _Paced:
@@ -403,15 +413,15 @@ class _Paced:
         return max((self.known[n] for n in numbers), default=0.0)
 
 
-def _first_free(conn: Tx, account: str, now: float, paced: _Paced) -> Row | None:
+def _first_free(conn: Tx, account: str, now: float, paced: _Paced, owner: str) -> Row | None:
     """The most overdue row none of whose numbers is paced. A row that waits for a
     paced number is moved to when its numbers are free, out of the way of the rows
     behind it: the bridge plans around the provider's rule instead of learning it."""
     for _ in range(CLAIM_SCAN):
         rec = conn.execute(
-            f"""SELECT * FROM sms WHERE state = 'queued' AND account = ? AND next_attempt <= ?
-               ORDER BY next_attempt, id LIMIT 1{_for_update(conn)}""",  # noqa: S608  (a constant)
-            (account, now),
+            f"""SELECT * FROM sms WHERE state = 'queued' AND account = ? AND next_attempt <= ? AND {NOT_KEPT}
+               ORDER BY next_attempt, id LIMIT 1{_for_update(conn)}""",  # noqa: S608  (constants)
+            (account, now, now, owner),
         ).fetchone()
         if rec is None:
             return None
@@ -423,7 +433,7 @@ def _first_free(conn: Tx, account: str, now: float, paced: _Paced) -> Row | None
     return None
 
 
-def _combined(conn: Tx, first: Row, now: float, paced: _Paced) -> Group:
+def _combined(conn: Tx, first: Row, now: float, paced: _Paced, owner: str) -> Group:
     """``first`` and others with the same sender, language and text whose numbers
     do not overlap and are not paced (≤ 200 numbers)."""
     group = Group([first])
@@ -432,8 +442,8 @@ def _combined(conn: Tx, first: Row, now: float, paced: _Paced) -> Group:
         return group
     for rec in conn.execute(
         f"""SELECT * FROM sms WHERE state = 'queued' AND account = ? AND batch_key = ? AND next_attempt <= ?
-           AND id != ? ORDER BY next_attempt LIMIT 400{_for_update(conn)}""",  # noqa: S608  (a constant)
-        (first.request.account, batch_key(first.request), now, first.id),
+           AND id != ? AND {NOT_KEPT} ORDER BY next_attempt LIMIT 400{_for_update(conn)}""",  # noqa: S608  (constants)
+        (first.request.account, batch_key(first.request), now, first.id, now, owner),
     ):
         row = _row(rec)
         lead = first.request
@@ -450,13 +460,14 @@ def _combined(conn: Tx, first: Row, now: float, paced: _Paced) -> Group:
     return group
 
 
-def _digested(conn: Tx, first: Row, now: float, pacing: Pacing) -> Group:
+def _digested(conn: Tx, first: Row, now: float, pacing: Pacing, owner: str) -> Group:
     """``first`` and the other alerts waiting for the same numbers on its route, in one SMS."""
     req = first.request
     recs = conn.execute(
         f"""SELECT * FROM sms WHERE state = 'queued' AND account = ? AND digest = 1 AND route = ? AND sender = ?
-           AND numbers = ? AND next_attempt <= ? AND cred_user IS NULL ORDER BY next_attempt, id LIMIT 2000{_for_update(conn)}""",  # noqa: S608  (a constant)
-        (req.account, req.route, req.sender, ",".join(req.numbers), now),
+           AND numbers = ? AND next_attempt <= ? AND cred_user IS NULL AND {NOT_KEPT}
+           ORDER BY next_attempt, id LIMIT 2000{_for_update(conn)}""",  # noqa: S608  (constants)
+        (req.account, req.route, req.sender, ",".join(req.numbers), now, now, owner),
     ).fetchall()
     rows = {r.id: r for r in map(_row, recs)}
     rows.setdefault(first.id, first)
@@ -507,13 +518,13 @@ def op_claim(
     pacing = pacing or Pacing()
     _lock(conn, f"claim:{account}")
     paced = _Paced(conn, account, now, pacing.interval > 0)
-    first = _first_free(conn, account, now, paced)
+    first = _first_free(conn, account, now, paced, owner)
     if first is None:
         return Group()
     if first.request.digest:
-        group = _digested(conn, first, now, pacing)
+        group = _digested(conn, first, now, pacing, owner)
     elif combine:
-        group = _combined(conn, first, now, paced)
+        group = _combined(conn, first, now, paced, owner)
     else:
         group = Group([first])
     conn.executemany(
@@ -538,7 +549,7 @@ def op_fail_over(conn: Tx, moves: Sequence[tuple[Row, SmsRequest]], now: float, 
         tried = ",".join([*row.delivery.tried, row.request.account])
         sets = ", ".join(f"{name} = ?" for name in columns)
         conn.execute(
-            f"""UPDATE sms SET {sets}, tried = ?, state = 'queued', next_attempt = ?, updated = ?, carrier = '',
+            f"""UPDATE sms SET {sets}, tried = ?, state = 'queued', lease_until = NULL, next_attempt = ?, updated = ?, carrier = '',
                    last_error = ?, last_code = ? WHERE id = ?""",  # noqa: S608  (column names from the dataclass)
             (*columns.values(), tried, now, now, reason, code, row.id),
         )
@@ -550,7 +561,7 @@ def op_fail_over(conn: Tx, moves: Sequence[tuple[Row, SmsRequest]], now: float, 
 def op_hold(conn: Tx, ids: Sequence[str], until: float, now: float) -> None:
     """Claimed rows back to the queue, not before ``until`` (no attempt was made)."""
     conn.executemany(
-        "UPDATE sms SET state = 'queued', next_attempt = CASE WHEN next_attempt > ? THEN next_attempt ELSE ? END, updated = ?"
+        "UPDATE sms SET state = 'queued', lease_until = NULL, next_attempt = CASE WHEN next_attempt > ? THEN next_attempt ELSE ? END, updated = ?"
         " WHERE id = ? AND state = 'claimed'",
         [(until, until, now, i) for i in ids],
     )
@@ -580,7 +591,8 @@ def op_mark_sending(conn: Tx, group: Group, now: float) -> None:
 
 def op_unclaim(conn: Tx, ids: Sequence[str], now: float) -> None:
     conn.executemany(
-        "UPDATE sms SET state = 'queued', updated = ? WHERE id = ? AND state = 'claimed'", [(now, i) for i in ids]
+        "UPDATE sms SET state = 'queued', lease_until = NULL, updated = ? WHERE id = ? AND state = 'claimed'",
+        [(now, i) for i in ids],
     )
 
 
@@ -618,7 +630,7 @@ def op_retry_later(
 ) -> None:
     """Back to the queue: each ``(id, when)`` is tried again at ``when``."""
     conn.executemany(
-        """UPDATE sms SET state = 'queued', updated = ?, next_attempt = ?, last_error = ?, last_code = ?,
+        """UPDATE sms SET state = 'queued', lease_until = NULL, updated = ?, next_attempt = ?, last_error = ?, last_code = ?,
                provider_reply = ? WHERE id = ? AND state IN ('claimed', 'sending')""",
         [(now, when, error, code, raw[:2000], i) for i, when in schedule],
     )
@@ -678,13 +690,13 @@ def op_recover(
         extra = (now, owner) if owner else (now,)
     counts = {"requeued": 0, "unknown": 0, "resent": 0}
     counts["requeued"] = conn.execute(
-        f"UPDATE sms SET state = 'queued', updated = ?, claimed_by = '' WHERE state = 'claimed'{whose}",  # noqa: S608  (constants)
+        f"UPDATE sms SET state = 'queued', updated = ?, claimed_by = '', lease_until = NULL WHERE state = 'claimed'{whose}",  # noqa: S608  (constants)
         (now, *extra),
     ).rowcount
     if at_least_once:
         marks = ",".join("?" * len(at_least_once))
         counts["resent"] = conn.execute(
-            f"""UPDATE sms SET state = 'queued', updated = ?, next_attempt = ?, claimed_by = ''
+            f"""UPDATE sms SET state = 'queued', updated = ?, next_attempt = ?, claimed_by = '', lease_until = NULL
                 WHERE state = 'sending' AND account IN ({marks}){whose}""",  # noqa: S608  (placeholders only)
             (now, now, *at_least_once, *extra),
         ).rowcount
@@ -799,7 +811,7 @@ def op_requeue(conn: Tx, ident: str, now: float, actor: str = "cli") -> list[str
         i
         for i in ids
         if conn.execute(
-            f"""UPDATE sms SET state = 'queued', next_attempt = ?, updated = ?, notice = 'none', operator = 'none'
+            f"""UPDATE sms SET state = 'queued', lease_until = NULL, next_attempt = ?, updated = ?, notice = 'none', operator = 'none'
                 WHERE id = ? AND state IN ({retryable})""",  # noqa: S608  (constants)
             (now, now, i),
         ).rowcount
@@ -969,7 +981,7 @@ class Store:
         self, accepted: Accepted, key: ImapKey | None = None, usage: Sequence[tuple[str, Any]] = ()
     ) -> Enqueued:
         window = self.dedupe_window
-        return await self.run(lambda c: op_enqueue(c, accepted, self.clock(), window, key, usage))
+        return await self.run(lambda c: op_enqueue(c, accepted, self.clock(), window, key, usage, self.instance))
 
     async def claim(self, account: str, *, combine: bool = True, pacing: Pacing | None = None) -> Group:
         owner, lease = self.instance, self.lease

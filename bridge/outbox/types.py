@@ -42,6 +42,9 @@ class Accepted(Origin):
     requests: tuple[SmsRequest, ...]
     #: identifies a resubmission of the same mail (None: do not deduplicate)
     fingerprint: str | None = None
+    #: seconds only the accepting bridge may send these SMS: its SMTP session waits for their
+    #: first outcome (``ack: delivered``); then any bridge sharing the outbox may
+    keep: float = 0.0
 
 
 @dataclass(frozen=True)
