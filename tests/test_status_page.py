@@ -100,6 +100,7 @@ def wait_for(check: Any, what: str, within: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.usefixtures("backend")  # on SQLite and on a shared PostgreSQL outbox
 async def test_log_in_find_a_failed_message_retry_it_and_see_the_retry_in_its_history(
     tmp_path: Path, browser: Any
 ) -> None:
