@@ -24,6 +24,8 @@ PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.I
 def quiet_noisy_loggers() -> None:
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # one warning per connection attempt while PostgreSQL is away: the outbox says it once a minute
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 class JournalFormatter(logging.Formatter):

@@ -177,7 +177,7 @@ async def test_ack_delivered_is_answered_with_the_outcome_though_another_bridge_
 
 
 async def test_a_postgresql_restart_under_load_costs_only_4xx_replies(
-    tmp_path: Path, pg_url: str, pg_cluster: pgcluster.Cluster
+    tmp_path: Path, pg_url: str, pg_cluster: pgcluster.Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running_simulator(max_rate=0) as (sim, url):
         cfg = load_text(yaml.safe_dump(instance_config(tmp_path, url, pg_url, "a", account={"rate": 50})), env={})
@@ -218,6 +218,11 @@ async def test_a_postgresql_restart_under_load_costs_only_4xx_replies(
     delivered = by_text(sim)
     assert all(count == 1 for count in delivered.values())
     assert {f"load {i}" for i in acked} <= set(delivered)  # nothing acknowledged was lost
+    # the outage is said in a few lines, not one per connection attempt, and its end too
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")]
+    presence = [r.getMessage() for r in caplog.records if r.getMessage().startswith("outbox presence:")]
+    assert 2 <= len(presence) <= 4, presence
+    assert "answers again" in presence[-1]
 
 
 async def test_a_failure_notice_is_mailed_once_though_both_bridges_could(tmp_path: Path, pg_url: str) -> None:

@@ -469,6 +469,9 @@ class PgOutbox(Store):
         listen, for as long as it runs."""
         delay = 1.0
         conn: psycopg.AsyncConnection[Any] | None = held
+        away: float | None = None  # since when the database has not answered
+        said = ""  # the last reason logged, and when: an outage is one line a minute, not one a try
+        said_at = 0.0
         while not self._closing.is_set():
             try:
                 if conn is None:
@@ -476,7 +479,9 @@ class PgOutbox(Store):
                     await self._lock_identity(conn)
                 await conn.execute(f"LISTEN {CHANNEL}")
                 self._present.set()
-                delay = 1.0
+                if away is not None:
+                    log.warning("outbox presence: the database answers again after %.0f s", time.monotonic() - away)
+                away, said, delay = None, "", 1.0
                 self.on_queued(None)  # anything queued while not listening
                 while not self._closing.is_set():
                     await self._take_leaderships(conn)
@@ -501,9 +506,12 @@ class PgOutbox(Store):
                         )
                     leadership.drop()
                 if not self._closing.is_set():
-                    log.warning(
-                        "outbox presence: %s; reconnecting in %.0f s", redact(str(exc), self.url) or "lost", delay
-                    )
+                    reason = redact(str(exc), self.url).splitlines()[0] if str(exc).strip() else "lost"
+                    now = time.monotonic()
+                    away = now if away is None else away
+                    if reason != said or now - said_at >= 60:
+                        log.warning("outbox presence: %s; reconnecting", reason)
+                        said, said_at = reason, now
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._closing.wait(), delay)
                     delay = min(delay * 2, 10.0)
