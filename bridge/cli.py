@@ -446,14 +446,13 @@ def print_row(r: Row, history: Sequence[Event] = ()) -> None:
 
 def cmd_queue(args: argparse.Namespace) -> int:
     import getpass  # noqa: PLC0415
-    import time  # noqa: PLC0415
 
     from bridge import outbox  # noqa: PLC0415
 
     config = _load_config(args, secrets=False)
     try:
         with outbox.transaction(config.queue) as conn:
-            return _queue_action(args, conn, time.time(), f"cli:{getpass.getuser()}")
+            return _queue_action(args, conn, outbox.op_clock(conn), f"cli:{getpass.getuser()}")
     except outbox.OutboxError as exc:
         print(f"sms-bridge: {exc}", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ import pytest
 from bridge.config import LimitsConfig
 from bridge.errors import LeaseLost, LimitExceeded, OutboxError
 from bridge.outbox import Accepted, Notice, Search, SqliteOutbox, State, Store
-from bridge.outbox.ops import op_recover
+from bridge.outbox.ops import op_clock, op_recover
 from bridge.outbox.pg import PgOutbox
 from tests.helpers import eventually, free_port, sms
 from tests.pg import PASSWORD, name_taken_from
@@ -151,6 +151,13 @@ async def test_a_refusal_held_for_a_session_that_never_answered_is_noticed_after
     [row] = await store.pending_notices(held_before=time.time() + 1)  # it has had longer than any session waits
     assert row.delivery.notice == Notice.PENDING
     assert "notice released" in [e.event for e in await store.history(row.id)]
+
+
+async def test_the_outbox_clock_is_the_one_every_bridge_reckons_by(store: Store) -> None:
+    # tools outside a bridge (sms-bridge queue) read it from the transaction they work in
+    from_a_transaction = await store.run(op_clock)
+    assert abs(from_a_transaction - store.clock()) < 2
+    assert abs(from_a_transaction - time.time()) < 60  # the test's database runs on this host
 
 
 async def test_operator_actions_only_apply_in_their_states(store: Store) -> None:

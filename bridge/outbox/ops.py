@@ -84,6 +84,13 @@ def _notify(conn: Tx, what: str) -> None:
         notify(what)
 
 
+def op_clock(conn: Tx) -> float:
+    """Now, on the clock every bridge sharing the outbox reckons by: the database's
+    (PostgreSQL), else this host's. For tools that run outside a bridge."""
+    clock = getattr(conn, "clock", None)
+    return float(clock()) if clock is not None else time.time()
+
+
 T = TypeVar("T")
 
 #: erasing body credentials leaves an empty user name as a mark that there were some

@@ -122,6 +122,11 @@ class PgTx:
         """Wait for ``key``'s lock, held until the transaction ends (every instance)."""
         self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(key),))
 
+    def clock(self) -> float:
+        """The database's clock (``clock_timestamp``), as seconds since the epoch."""
+        rec = self.conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+        return float(rec[0]) if rec else time.time()
+
     def notify(self, what: str) -> None:
         """Sent to every listening instance when (and if) the transaction commits: queued
         here and sent once, by :meth:`send_wakes`, just before the commit. (A job rolled
