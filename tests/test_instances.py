@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from email.message import EmailMessage
 from pathlib import Path
@@ -211,6 +212,8 @@ async def test_a_postgresql_restart_under_load_costs_only_4xx_replies(
             await asyncio.gather(*clients)
             acked = {i for i, c in replies.items() if c == 250}
             await eventually(lambda: len(by_text(sim)) >= len(acked), "every acknowledged mail sent", within=60)
+            back = "outbox presence: the database answers again"
+            await eventually(lambda: any(back in r.getMessage() for r in caplog.records), "the presence back", 30)
     assert outage
     assert {c for c in outage.values()} <= {451, 421}  # temporary failures only, never 250 or 5xx
     assert any(c == 451 for c in outage.values())
@@ -218,11 +221,14 @@ async def test_a_postgresql_restart_under_load_costs_only_4xx_replies(
     delivered = by_text(sim)
     assert all(count == 1 for count in delivered.values())
     assert {f"load {i}" for i in acked} <= set(delivered)  # nothing acknowledged was lost
-    # the outage is said in a few lines, not one per connection attempt, and its end too
+    # the outage is said in a few lines, not one per connection attempt, and its end too;
+    # each mail it turned away in one line, without a traceback
     assert not [r for r in caplog.records if r.name.startswith("psycopg")]
     presence = [r.getMessage() for r in caplog.records if r.getMessage().startswith("outbox presence:")]
     assert 2 <= len(presence) <= 4, presence
     assert "answers again" in presence[-1]
+    assert not [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert any(r.getMessage().startswith("not accepted from=") for r in caplog.records)
 
 
 async def test_a_failure_notice_is_mailed_once_though_both_bridges_could(tmp_path: Path, pg_url: str) -> None:

@@ -6,9 +6,12 @@ import asyncio
 import tempfile
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bridge.errors import OutboxError
+from bridge.outbox import Store
 from tests import postfix
 from tests.helpers import eventually, make_config, running_bridge, running_simulator, running_sink
 
@@ -63,6 +66,48 @@ async def test_lmtp_answers_each_recipient_after_data(tmp_path: Path) -> None:
     assert b"recipient" in b"".join(second)
     assert len(rows) == 1
     assert rows[0].origin.via == "lmtp"
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (OutboxError("the disk is full"), b"451 4.3.0 The bridge cannot store mail right now"),
+        (RuntimeError("a bug"), b"451 4.3.0 Internal error"),
+    ],
+)
+async def test_when_nothing_can_be_stored_each_recipient_gets_its_451(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, error: Exception, expected: bytes
+) -> None:
+    """One reply per recipient even then: an MTA waiting for the second would time out."""
+
+    async def cannot_store(self: Store, *args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(Store, "enqueue", cannot_store)
+    sock = socket_path()
+    async with running_simulator() as (_, url):
+        config = make_config(tmp_path, url, extra={"lmtp": {"listen": f"unix:{sock}"}})
+        async with running_bridge(config):
+            reader, writer = await asyncio.open_unix_connection(str(sock))
+            await reply(reader)
+            for line in (b"LHLO postfix.test\r\n", b"MAIL FROM:<cron@corp.test>\r\n"):
+                writer.write(line)
+                await reply(reader)
+            for rcpt in (GOOD, "96566074414@alerts.bridge.test"):
+                writer.write(f"RCPT TO:<{rcpt}>\r\n".encode())
+                assert (await reply(reader))[-1].startswith(b"250")
+            writer.write(b"DATA\r\n")
+            assert (await reply(reader))[-1].startswith(b"354")
+            writer.write(b"From: cron@corp.test\r\nSubject: PROBLEM: backup failed\r\n\r\nx\r\n.\r\n")
+            first, second = await reply(reader), await reply(reader)
+            writer.write(b"NOOP\r\n")
+            still_there = await reply(reader)  # nothing more was sent before this
+            writer.close()
+    assert first[-1].startswith(expected)
+    assert second[-1].startswith(expected)
+    assert still_there[-1].startswith(b"250")
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == (0 if isinstance(error, OutboxError) else 1)  # a bug is logged with its traceback
 
 
 @pytest.mark.skipif(postfix.available() is not None, reason=postfix.available() or "")

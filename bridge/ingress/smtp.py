@@ -364,7 +364,7 @@ class Handler:
             return await self._data(server, session, envelope)
         except Exception:
             log.exception("internal error while accepting mail from %s", peer_text(session.peer))
-            return "451 4.3.0 Internal error; the message was not accepted, try again later"
+            return self._for_each(envelope, "451 4.3.0 Internal error; the message was not accepted, try again later")
         finally:
             self.in_data -= 1
             if self.in_data == 0:
@@ -425,17 +425,22 @@ class Handler:
         routes = {r.route for r in verdict.requests}
         wait = [self.config.routes[r] for r in routes if self.config.routes[r].ack == "delivered"]
         keep = max((r.ack_timeout for r in wait), default=0.0)  # this bridge sends what this session waits for
-        admission = await admit(
-            self.config,
-            self.outbox,
-            self.intake,
-            client_name=client_name,
-            mail=mail,
-            verdict=verdict,
-            via=self.via,
-            fingerprint=fingerprint(mail.message_id, mail_from + salt, raw),
-            keep=keep,
-        )
+        try:
+            admission = await admit(
+                self.config,
+                self.outbox,
+                self.intake,
+                client_name=client_name,
+                mail=mail,
+                verdict=verdict,
+                via=self.via,
+                fingerprint=fingerprint(mail.message_id, mail_from + salt, raw),
+                keep=keep,
+            )
+        except OutboxError as exc:  # the disk or the database: nothing was stored, the sender keeps the mail
+            self.metrics.refused(self.via, "data", "outbox")
+            log.warning("not accepted from=%s peer=%s: %s", mail_from, peer_text(session.peer), exc)
+            return "451 4.3.0 The bridge cannot store mail right now; not accepted, try again later"
         if admission.kind == "refused":
             return multiline("550", "5.7.1", [f"{p.field}: {p.message}" for p in admission.problems])
         if admission.kind == "over":
@@ -471,6 +476,10 @@ class Handler:
             return f"250 2.0.0 sent as {ascii_reply(msg_ids, 200) or mail_id} ({mail_id})"
         return f"250 2.0.0 queued as {mail_id}"
 
+    def _for_each(self, envelope: Envelope, reply: str) -> str:
+        """The reply after DATA that stands for the whole message (LMTP: one per recipient)."""
+        return reply
+
     async def _answer(self, held: list[str], notice: Notice) -> None:
         """Record how held refusals are answered. Should the outbox be away, they stay held
         and the notifier mails them later (bridge.outcomes): told twice, never not at all."""
@@ -497,6 +506,9 @@ class LmtpHandler(Handler):
     def _peer(self, session: Session) -> Peer:
         peer = super()._peer(session)
         return peer if peer.ip else Peer(ip="127.0.0.1", user=peer.user)
+
+    def _for_each(self, envelope: Envelope, reply: str) -> str:
+        return "\r\n".join([reply] * max(len(envelope.rcpt_tos), 1))
 
     async def _data(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         smuggling, normalised = self._line_flags(server)

@@ -123,8 +123,8 @@ class AlertWebhook:
                 via="webhook",
                 fingerprint=None,  # a repeated notification is a new page, not a resubmission
             )
-        except OutboxError:
-            log.exception("webhook: the outbox could not store the alerts from %s", peer)
+        except OutboxError as exc:  # counted by handle() as "unavailable"
+            log.warning("webhook: the alerts from %s were not accepted: %s", peer, exc)
             return _reply(503, "the bridge cannot store messages right now; try again", retry=True)
         if admission.kind == "refused":
             return _reply(403, "; ".join(map(str, admission.problems)))
