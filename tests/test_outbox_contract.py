@@ -241,6 +241,21 @@ async def test_the_rate_is_one_queue_of_slots_for_every_instance(pg_url: str, tm
     assert sorted(round(w / 0.25) for w in waits) == [0, 1, 2, 3, 4, 5]
 
 
+async def test_a_mail_kept_for_a_waiting_session_is_due_to_the_other_instance_when_the_keeping_ends(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with two(pg_url, tmp_path) as (a, b):
+        await a.enqueue(replace(mail(), keep=20))
+        assert (await b.claim("a")).rows == []
+        due_to_b = await b.next_due("a")
+        assert due_to_b is not None
+        assert 15 < due_to_b - time.time() < 25  # not now: b would ask again and again
+        due_to_a = await a.next_due("a")
+        assert due_to_a is not None
+        assert due_to_a <= time.time()
+        assert len((await a.claim("a")).rows) == 1
+
+
 async def test_what_one_instance_queues_wakes_the_other(pg_url: str, tmp_path: Path) -> None:
     async with two(pg_url, tmp_path) as (a, b):
         heard: list[str | None] = []

@@ -742,9 +742,13 @@ def op_release_held_notices(conn: Tx, owner: str | None = None) -> int:
     return conn.execute("UPDATE sms SET notice = 'pending' WHERE notice = 'held' AND claimed_by = ?", (owner,)).rowcount
 
 
-def op_next_due(conn: Tx, account: str) -> float | None:
+def op_next_due(conn: Tx, account: str, owner: str = "") -> float | None:
+    """When ``owner`` may next claim a row of ``account``: a row kept for another bridge's
+    waiting SMTP session (see NOT_KEPT) is due to it when the keeping ends."""
     rec = conn.execute(
-        "SELECT min(next_attempt) FROM sms WHERE state = 'queued' AND account = ?", (account,)
+        """SELECT min(CASE WHEN claimed_by != ? AND lease_until > next_attempt THEN lease_until ELSE next_attempt END)
+           FROM sms WHERE state = 'queued' AND account = ?""",
+        (owner, account),
     ).fetchone()
     return None if rec is None or rec[0] is None else float(rec[0])
 
@@ -1006,7 +1010,8 @@ class Store:
         await self.run(lambda c: op_hold(c, ids, until, now))
 
     async def next_due(self, account: str) -> float | None:
-        return await self.run(lambda c: op_next_due(c, account))
+        owner = self.instance
+        return await self.run(lambda c: op_next_due(c, account, owner))
 
     async def counts(self) -> dict[str, int]:
         return await self.run(op_counts)
