@@ -175,12 +175,12 @@ async def name_taken_from(url: str, instance: str) -> AsyncIterator[None]:
     name, as another bridge of that name starting meanwhile would; until the block ends."""
     import psycopg
 
-    from bridge.outbox.pg import lock_key
+    from bridge.outbox.pg import lock_key, presence_name
 
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as other:
         await other.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-            (f"sms-bridge {instance} presence",),
+            (presence_name(instance),),
         )
         deadline = time.monotonic() + 10
         while True:

@@ -63,6 +63,14 @@ CHANNEL = "sms_bridge"
 #: how often the presence connection looks for leaderships to take and checks it is alive
 PRESENCE_TICK = 1.0
 
+#: the database's clock, as seconds since the epoch: what every bridge reckons time by
+DB_EPOCH = "extract(epoch FROM clock_timestamp())::float8"
+
+
+def presence_name(instance: str) -> str:
+    """The ``application_name`` of an instance's presence session (``pg_stat_activity``)."""
+    return f"sms-bridge {instance} presence"[:63]
+
 
 @functools.lru_cache(maxsize=512)
 def _translate(sql: str) -> str:
@@ -124,7 +132,7 @@ class PgTx:
 
     def clock(self) -> float:
         """The database's clock (``clock_timestamp``), as seconds since the epoch."""
-        rec = self.conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+        rec = self.conn.execute(f"SELECT {DB_EPOCH}").fetchone()
         return float(rec[0]) if rec else time.time()
 
     def notify(self, what: str) -> None:
@@ -383,7 +391,7 @@ class PgOutbox(Store):
         def take(tx: Any) -> float:
             tx.execute("INSERT INTO rate (account, next_slot) VALUES (?, 0) ON CONFLICT DO NOTHING", (account,))
             rec = tx.execute(
-                "SELECT next_slot, extract(epoch FROM clock_timestamp())::float8 FROM rate WHERE account = ? FOR UPDATE",
+                f"SELECT next_slot, {DB_EPOCH} FROM rate WHERE account = ? FOR UPDATE",  # noqa: S608  (a constant)
                 (account,),
             ).fetchone()
             slot = max(float(rec[0]), float(rec[1]))
@@ -451,9 +459,7 @@ class PgOutbox(Store):
             )
             for setting, value in settings:
                 await conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
-            await conn.execute(
-                "SELECT set_config('application_name', %s, false)", (f"sms-bridge {self.instance} presence"[:63],)
-            )
+            await conn.execute("SELECT set_config('application_name', %s, false)", (presence_name(self.instance),))
         except psycopg.Error as exc:
             raise self._error(exc) from exc
         return conn
@@ -542,7 +548,7 @@ class PgOutbox(Store):
         disagree never take each other's rows early (the reply's midpoint; a round trip
         of a few ms is the error)."""
         before = self._host_clock()
-        cur = await conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+        cur = await conn.execute(f"SELECT {DB_EPOCH}")
         after = self._host_clock()
         rec = await cur.fetchone()
         if rec is not None:
