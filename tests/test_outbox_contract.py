@@ -17,13 +17,14 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bridge.config import LimitsConfig
 from bridge.errors import LeaseLost, LimitExceeded, OutboxError
 from bridge.outbox import Accepted, Notice, Search, SqliteOutbox, State, Store
 from bridge.outbox.ops import op_clock, op_recover
-from bridge.outbox.pg import PgOutbox
+from bridge.outbox.pg import PgOutbox, presence_name
 from tests.helpers import eventually, free_port, sms
 from tests.pg import PASSWORD, name_taken_from
 
@@ -279,6 +280,12 @@ async def test_bridges_on_one_host_without_a_name_take_the_host_s_name_then_the_
     host = socket.gethostname()
     async with PgOutbox(pg_url) as first, PgOutbox(pg_url) as second:
         assert (first.instance, second.instance) == (host, f"{host}-2")
+        async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+            cur = await conn.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE '%presence'"
+            )
+            names = sorted(r[0] for r in await cur.fetchall())
+        assert names == [presence_name(host), presence_name(f"{host}-2")]  # as operators see them
     async with PgOutbox(pg_url) as again:  # both gone: the host's own name is free again
         assert again.instance == host
 

@@ -425,7 +425,11 @@ class PgOutbox(Store):
                 for name in candidates:
                     if await self._try_identity(conn, name):
                         self.instance = name
+                        await self._set_name(conn)  # it connected under the first candidate's
                         return conn
+            except psycopg.Error as exc:  # the connection dropped just now
+                await conn.close()
+                raise self._error(exc) from exc
             except BaseException:
                 await conn.close()
                 raise
@@ -459,10 +463,13 @@ class PgOutbox(Store):
             )
             for setting, value in settings:
                 await conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
-            await conn.execute("SELECT set_config('application_name', %s, false)", (presence_name(self.instance),))
+            await self._set_name(conn)
         except psycopg.Error as exc:
             raise self._error(exc) from exc
         return conn
+
+    async def _set_name(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute("SELECT set_config('application_name', %s, false)", (presence_name(self.instance),))
 
     async def _try_identity(self, conn: psycopg.AsyncConnection[Any], name: str) -> bool:
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(f"instance:{name}"),))
