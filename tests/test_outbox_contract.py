@@ -154,6 +154,16 @@ async def test_a_refusal_held_for_a_session_that_never_answered_is_noticed_after
     assert "notice released" in [e.event for e in await store.history(row.id)]
 
 
+async def test_a_refusal_held_when_the_bridge_stopped_is_noticed_after_its_restart(store: Store) -> None:
+    await store.enqueue(mail())
+    group = await store.claim("a")
+    await store.mark_sending(group)
+    await store.finish(group.ids, state=State.FAILED, error="ERR008", code="ERR008", raw="", notice=Notice.HELD)
+    await store.start_up(at_least_once=[])  # as after a restart: no session of the old run is left
+    [row] = await store.pending_notices()
+    assert row.delivery.notice == Notice.PENDING
+
+
 async def test_the_outbox_clock_is_the_one_every_bridge_reckons_by(store: Store) -> None:
     # tools outside a bridge (sms-bridge queue) read it from the transaction they work in
     from_a_transaction = await store.run(op_clock)

@@ -734,12 +734,20 @@ def op_renew(conn: Tx, owner: str, until: float) -> int:
     ).rowcount
 
 
-def op_release_held_notices(conn: Tx, owner: str | None = None) -> int:
-    """At start-up: notices held for an SMTP session that is gone (of this instance:
-    ``owner``) are sent after all."""
-    if owner is None:
-        return conn.execute("UPDATE sms SET notice = 'pending' WHERE notice = 'held'").rowcount
-    return conn.execute("UPDATE sms SET notice = 'pending' WHERE notice = 'held' AND claimed_by = ?", (owner,)).rowcount
+def op_release_held_notices(conn: Tx, owner: str | None = None, before: float | None = None) -> int:
+    """Notices held for an SMTP session that will not answer them are sent after all: at
+    start-up those of this instance (``owner``; on a private outbox, every one), and at
+    any time those held since before ``before`` (longer than any session waits: it lost
+    the outbox, or its bridge died). How many."""
+    where, params = "notice = 'held'", list[object]()
+    if owner is not None:
+        where, params = where + " AND claimed_by = ?", [*params, owner]
+    if before is not None:
+        where, params = where + " AND updated < ?", [*params, before]
+    ids = [r[0] for r in conn.execute(f"SELECT id FROM sms WHERE {where}", params)]  # noqa: S608  (constants)
+    conn.executemany("UPDATE sms SET notice = 'pending' WHERE id = ? AND notice = 'held'", [(i,) for i in ids])
+    _log(conn, ids, time.time(), "notice released", "the SMTP session that held it did not answer")
+    return len(ids)
 
 
 def op_next_due(conn: Tx, account: str, owner: str = "") -> float | None:
@@ -866,9 +874,7 @@ def op_pending_notices(conn: Tx, limit: int = 50, held_before: float | None = No
     """Notices to send. A notice ``held`` for an SMTP session since before ``held_before``
     was never answered by it (it lost the outbox, or its bridge died): it is sent after all."""
     if held_before is not None:
-        stale = [r[0] for r in conn.execute("SELECT id FROM sms WHERE notice = 'held' AND updated < ?", (held_before,))]
-        conn.executemany("UPDATE sms SET notice = 'pending' WHERE id = ? AND notice = 'held'", [(i,) for i in stale])
-        _log(conn, stale, time.time(), "notice released", "the SMTP session that held it never answered")
+        op_release_held_notices(conn, before=held_before)
     recs = conn.execute("SELECT * FROM sms WHERE notice = 'pending' ORDER BY updated LIMIT ?", (limit,))
     return [_row(r) for r in recs]
 
