@@ -17,18 +17,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.ports import free_port
+
 USER = "sms"
 PASSWORD = "imap-canary-2718"
 
 
 def dovecot_available() -> bool:
     return shutil.which("dovecot") is not None and os.geteuid() == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -151,4 +147,4 @@ namespace inbox {{
 
 
 def new_dovecot(root: Path) -> Dovecot:
-    return Dovecot(root, _free_port())
+    return Dovecot(root, free_port())

@@ -17,6 +17,7 @@ from bridge.config import AccountConfig, Config, account_config, load_text
 from bridge.model import SmsRequest
 from bridge.outbox import Row
 from bridge.simulator import SimAccount, Simulator
+from tests.ports import free_port as free_port  # re-exported: the tests import it from here
 
 SIM_PASSWORD = "sim-canary-5150"
 
@@ -246,12 +247,3 @@ async def run_cli(*args: str) -> tuple[int, str]:
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode("utf-8", "replace")
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now (for listeners the config names by number)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

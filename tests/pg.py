@@ -17,7 +17,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import yaml
+
+from tests.ports import free_port
 
 ROLE = "bridge"
 #: the bridge role's password: a canary that must never be printed
@@ -52,12 +53,6 @@ def binaries() -> Path | None:
     return found[-1].parent if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Cluster:
     """A cluster in ``directory`` (``data/``, ``log``, the socket, ``port``)."""
 
@@ -68,7 +63,7 @@ class Cluster:
             raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
         self.bin = bindir
         port_file = directory / "port"
-        self.port = int(port_file.read_text()) if port_file.exists() else _free_port()
+        self.port = int(port_file.read_text()) if port_file.exists() else free_port()
 
     @property
     def data(self) -> Path:

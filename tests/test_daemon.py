@@ -15,6 +15,7 @@ from bridge.outbox import Notice, Store
 from tests.helpers import (
     SIM_PASSWORD,
     eventually,
+    free_port,
     mail,
     make_config,
     running_bridge,
@@ -364,13 +365,10 @@ async def test_swaks_as_an_administrator_types_it(tmp_path: Path) -> None:
 async def test_health_and_metrics_over_http(tmp_path: Path, backend: str) -> None:
     """/metrics is Prometheus' text format that ``promtool check metrics`` accepts."""
     import shutil
-    import socket
 
     import httpx
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        admin_port = sock.getsockname()[1]
+    admin_port = free_port()
     async with running_simulator() as (sim, url):
         config = make_config(tmp_path, url, extra={"admin": {"listen": f"127.0.0.1:{admin_port}"}})
         async with running_bridge(config) as bridge, httpx.AsyncClient() as client:
