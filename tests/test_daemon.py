@@ -365,6 +365,7 @@ async def test_swaks_as_an_administrator_types_it(tmp_path: Path) -> None:
 async def test_health_and_metrics_over_http(tmp_path: Path, backend: str) -> None:
     """/metrics is Prometheus' text format that ``promtool check metrics`` accepts."""
     import shutil
+    import socket
 
     import httpx
 
