@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -48,7 +49,12 @@ async def in_process_simulator(config: Config) -> AsyncIterator[Simulator | None
         return
     host, port = parse_host_port(config.simulator.listen)
     simulator = Simulator(out=sys.stderr)
-    runner, bound = await simulator.start(host, port)
+    try:
+        runner, bound = await simulator.start(host, port)
+    except OSError as exc:
+        raise BridgeError(
+            f"cannot listen on {config.simulator.listen} (simulator.listen): {_why(exc)}"
+        ) from exc
     log.info("simulator listening on http://%s:%d (in-process)", host, bound)
     try:
         yield simulator
@@ -96,7 +102,13 @@ def notify_systemd(state: str) -> None:
 
 async def _bind(config: Config, handler: Handler, limits: ConnectionLimits, guard: AuthGuard) -> list[asyncio.Server]:
     loop = asyncio.get_running_loop()
-    context = tls_context(config)
+    try:
+        context = tls_context(config)
+    except (OSError, ssl.SSLError) as exc:
+        raise BridgeError(
+            f"cannot load the TLS certificate {config.smtp.tls_cert} and key {config.smtp.tls_key} "
+            f"(smtp.tls_cert, smtp.tls_key): {_why(exc)}"
+        ) from exc
     servers: list[asyncio.Server] = []
     for listener in config.smtp.listeners():
         host, port = parse_host_port(listener.address)
@@ -108,9 +120,16 @@ async def _bind(config: Config, handler: Handler, limits: ConnectionLimits, guar
         except OSError as exc:
             for done in servers:
                 done.close()
-            raise BridgeError(f"cannot listen on {listener.address}: {exc.strerror or exc}") from exc
+            raise BridgeError(f"cannot listen on {listener.address} (smtp.listen): {_why(exc)}") from exc
         servers.append(server)
     return servers
+
+
+def _why(exc: OSError | ssl.SSLError) -> str:
+    """An OS error in plain words (asyncio's bind errors repeat the address in theirs)."""
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc)
 
 
 def _address(server: asyncio.Server) -> tuple[str, int]:
@@ -139,7 +158,7 @@ async def _bind_lmtp(config: Config, handler: LmtpHandler, limits: ConnectionLim
         Path(path).chmod(int(config.lmtp.socket_mode, 8))  # noqa: ASYNC240  (once, at start-up)
         return server
     except OSError as exc:
-        raise BridgeError(f"cannot listen on {config.lmtp.listen} (lmtp.listen): {exc.strerror or exc}") from exc
+        raise BridgeError(f"cannot listen on {config.lmtp.listen} (lmtp.listen): {_why(exc)}") from exc
 
 
 async def housekeeping(config: Config, outbox: Outbox, stop: asyncio.Event) -> None:
@@ -299,9 +318,12 @@ async def _run(
         limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_client)
         guard = AuthGuard(config.smtp.auth_failures, config.smtp.auth_lockout)
         servers = await _bind(config, handler, limits, guard)
+        for server in servers:
+            stack.push_async_callback(_closed, server)
         lmtp_handler = LmtpHandler(config, outbox, intake, on_notice=notifier.wake)
         if config.lmtp.listen:
             servers.append(await _bind_lmtp(config, lmtp_handler, limits))
+            stack.push_async_callback(_closed, servers[-1])
             log.info("LMTP listening on %s", config.lmtp.listen)
         bound = [_address(s) for s in servers if s.sockets and s.sockets[0].family != socket.AF_UNIX]
         log.info("sms-bridge %s listening on %s", __version__, ", ".join(f"{h}:{p}" for h, p in bound))
@@ -319,7 +341,7 @@ async def _run(
             try:
                 await web.TCPSite(runner, host, port).start()
             except OSError as exc:
-                raise BridgeError(f"cannot listen on {config.admin.listen} (admin): {exc.strerror or exc}") from exc
+                raise BridgeError(f"cannot listen on {config.admin.listen} (admin.listen): {_why(exc)}") from exc
             log.info(
                 "status page on http://%s/ (also /healthz, /metrics and /alerts/<route>)%s",
                 config.admin.listen,
@@ -366,6 +388,10 @@ async def _run(
                 )
                 dispatching.cancel()
             notify_stop.set()
-        for server in servers:
-            await server.wait_closed()
     return new
+
+
+async def _closed(server: asyncio.Server) -> None:
+    """Stop listening (if not yet) and wait until the server's sessions are gone."""
+    server.close()
+    await server.wait_closed()

@@ -169,7 +169,11 @@ class Simulator:
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         return runner, int(runner.addresses[0][1])
 
     def arm(self, fault: str, count: int = 1, delay: float = 5.0) -> None:

@@ -176,6 +176,10 @@ class RunningBridge:
         with outbox.transaction(self.config.queue) as conn:
             return outbox.op_get(conn, ident) if ident else outbox.op_list(conn, None, 10_000)
 
+    def history(self, ident: str) -> list[outbox.Event]:
+        with outbox.transaction(self.config.queue) as conn:
+            return list(outbox.op_history(conn, ident))
+
 
 @asynccontextmanager
 async def running_bridge(config: Config) -> AsyncIterator[RunningBridge]:

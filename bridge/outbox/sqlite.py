@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
@@ -37,6 +39,7 @@ class SqliteOutbox(Store):
 
     def __init__(self, path: str | Path, *, dedupe_window: float = 86400.0, max_group: int = 256) -> None:
         self.path = Path(path)
+        self._lock: int | None = None
         self.dedupe_window = dedupe_window
         self.max_group = max_group
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -52,19 +55,31 @@ class SqliteOutbox(Store):
         return f"sqlite {self.path}"
 
     async def __aenter__(self) -> SqliteOutbox:
+        # one bridge per SQLite outbox: taken before any row is read, recovered or changed
+        self._lock = await asyncio.to_thread(take_lock, self.path)
         self._loop = asyncio.get_running_loop()
         self._ready = self._loop.create_future()
         self._thread = threading.Thread(
             target=self._run, args=(self._loop, self._ready), name="outbox-writer", daemon=True
         )
         self._thread.start()
-        await self._ready
+        try:
+            await self._ready
+        except BaseException:
+            self._release()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._jobs.put(None)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
 
     async def health(self) -> tuple[bool, str]:
         """(reachable, a line for ``/healthz``)."""
@@ -123,3 +138,33 @@ class SqliteOutbox(Store):
         future: asyncio.Future[T] = self._loop.create_future()
         self._jobs.put((fn, future))
         return await future
+
+
+def lock_path(path: Path) -> Path:
+    """The file beside the outbox that the bridge using it holds locked (``flock``)."""
+    return path.with_name(path.name + ".lock")
+
+
+def take_lock(path: Path) -> int:
+    """Lock the outbox at ``path`` for this process, or raise :class:`OutboxError` naming the
+    process that holds it. The lock is released when the descriptor is closed or the process
+    ends (even by ``kill -9``), so a stale lock file never keeps a bridge from starting."""
+    where = lock_path(path.absolute())
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise OutboxError(f"cannot open the outbox's lock file {where}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 200, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise OutboxError(
+            f"the outbox {path.absolute()} is in use by another bridge ({who}); one bridge per SQLite outbox: "
+            "stop that one first (systemctl stop sms-bridge), or look with sms-bridge queue, which works beside it"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
