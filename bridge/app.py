@@ -52,9 +52,7 @@ async def in_process_simulator(config: Config) -> AsyncIterator[Simulator | None
     try:
         runner, bound = await simulator.start(host, port)
     except OSError as exc:
-        raise BridgeError(
-            f"cannot listen on {config.simulator.listen} (simulator.listen): {_why(exc)}"
-        ) from exc
+        raise BridgeError(f"cannot listen on {config.simulator.listen} (simulator.listen): {_why(exc)}") from exc
     log.info("simulator listening on http://%s:%d (in-process)", host, bound)
     try:
         yield simulator

@@ -15,14 +15,14 @@ from tests.ports import free_port
 from tests.test_daemon_process import daemon, view, write_config
 
 
-async def serve_once(config_path: Path, timeout: float = 60) -> tuple[int, str]:
+async def serve_once(config_path: Path) -> tuple[int, str]:
     """``sms-bridge serve`` that is expected to stop by itself: (exit status, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bridge", "serve", "-c", str(config_path),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), timeout)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
         if proc.returncode is None:
             proc.kill()
