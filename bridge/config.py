@@ -681,6 +681,9 @@ class Config(_Model):
     accounts: dict[str, AnyAccount]
     routes: dict[str, RouteConfig]
     aliases: dict[str, tuple[str, ...]] = {}
+    #: mail to a user of this machine (``root``, ``root@localhost``, cron's ``MAILTO``) goes to
+    #: an alias or number of the first address route, or to a full address: ``{root: oncall}``
+    local_users: dict[str, str] = {}
     imap: tuple[ImapConfig, ...] = ()
     #: who may send; by default, any SMTP client on this machine (loopback)
     clients: dict[str, ClientConfig] = {"local": ClientConfig(networks=("127.0.0.0/8", "::1/128"))}
@@ -696,6 +699,11 @@ class Config(_Model):
     @classmethod
     def _aliases(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
         return {k.lower(): v for k, v in value.items()}
+
+    @field_validator("local_users")
+    @classmethod
+    def _local_users(cls, value: dict[str, str]) -> dict[str, str]:
+        return {k.strip().lower(): v.strip().lower() for k, v in value.items()}
 
 
 def _substitute(
@@ -926,6 +934,19 @@ def _cross_check(config: Config) -> list[Problem]:
                     f"no client lists mailbox {box.label()!r} (clients.<name>.mailboxes): its mail would all be refused",
                 )
             )
+    address_domain = next((r.domain for r in config.routes.values() if r.format == "address" and r.domain), None)
+    for user, target in config.local_users.items():
+        path = f"local_users.{user}"
+        if "@" in target:
+            local, _, domain = target.rpartition("@")
+            served = any(target in r.recipients or (r.domain == domain and local) for r in config.routes.values())
+            if not served:
+                problems.append(Problem(path, f"{target} is not an address any route serves"))
+        elif address_domain is None:
+            problems.append(Problem(path, "no address route has a domain to send it with; give a full address"))
+        elif target not in config.aliases and phone.normalise(target, config.numbers.default_region).problem:
+            known = ", ".join(sorted(config.aliases)) or "none"
+            problems.append(Problem(path, f"{target!r} is neither an alias (aliases: {known}) nor a phone number"))
     for alias, numbers in config.aliases.items():
         if not numbers:
             problems.append(Problem(f"aliases.{alias}", "lists no numbers"))

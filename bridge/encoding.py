@@ -131,6 +131,22 @@ def strip_html_tags(text: str) -> str:
     return _HTML_TAG.sub("", text)
 
 
+#: what a provider may take for a tag: ``<`` then (spaces, ``/``) a letter, and a later ``>``.
+#: KwtSMS documents only "no HTML" (ERR027), so anything of that shape is read as a tag.
+_TAG_LIKE = re.compile(r"<\s*/?\s*[A-Za-z][^>]*>")
+
+
+def defuse_angles(text: str) -> tuple[str, list[str]]:
+    """``text`` with every angle-bracketed span a provider may take for an HTML tag written
+    in parentheses instead (``Cron <root@db1>`` → ``Cron (root@db1)``), and the spans changed."""
+    changed: list[str] = []
+    while (match := _TAG_LIKE.search(text)) is not None:
+        changed.append(match.group(0))
+        start, end = match.start(), match.end() - 1
+        text = f"{text[:start]}({text[start + 1 : end]}){text[end + 1 :]}"
+    return text, changed
+
+
 def cp1256_unencodable(text: str) -> list[str]:
     """The distinct characters Windows-1256 (KwtSMS ``lang=2``) cannot carry."""
     seen: dict[str, None] = {}

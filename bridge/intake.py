@@ -9,7 +9,7 @@ from bridge.config import Config, RouteConfig
 from bridge.formats import address, kwtsms
 from bridge.formats.alerts import AlertMail
 from bridge.model import Draft, InboundMail, Problem, SmsRequest, Verdict
-from bridge.routing import route_for
+from bridge.routing import resolve, route_for
 from bridge.validate import validate
 
 DEFAULT_ADDRESS_PAGES = 1
@@ -59,7 +59,7 @@ def decide(mail: InboundMail, config: Config, found: AlertMail | None = None) ->
         if served is None:
             problems.append(Problem("recipient", f"{rcpt} is not an address this bridge serves"))
         else:
-            by_route.setdefault(served[0], []).append(rcpt)
+            by_route.setdefault(served[0], []).append(resolve(rcpt, config))
     for name, rcpts in by_route.items():
         route = config.routes[name]
         draft: Draft

@@ -194,4 +194,5 @@ def parse_mail(
         message_id=message_id,
         body_source=source,
         notes=tuple(dict.fromkeys(notes)),
+        cron_env=tuple(str(v) for v in msg.get_all("X-Cron-Env", ())),
     )

@@ -33,6 +33,8 @@ class InboundMail:
     body_source: str = ""
     #: things that were odd but not fatal (bad charset, unreadable part, ...)
     notes: tuple[str, ...] = ()
+    #: the ``X-Cron-Env`` headers cron writes (``<SHELL=/bin/sh>``, ...): the mail is cron's
+    cron_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,11 @@ def _clean_text(draft: Draft, account: AccountConfig, problems: list[Problem], w
         else:
             text = encoding.strip_html_tags(text)
             warnings.append(f"text: HTML tags removed ({tags[0]}...)")
+    text, angled = encoding.defuse_angles(text)
+    if angled:
+        warnings.append(
+            f"text: angle brackets written as parentheses ({angled[0]}...): the provider refuses text that looks like HTML"
+        )
     emoji = encoding.emoji_in(text)
     if emoji:
         if account.emoji == "reject":

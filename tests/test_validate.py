@@ -90,9 +90,21 @@ def test_html_tags_are_stripped_by_default_or_rejected() -> None:
     assert out.request is not None
     assert out.request.text == "bold move"
     assert fields(run({"text": "<b>bold</b>"}, {"html": "reject"})) == ["text"]
-    kept = run({"text": "a < b and c > d"}).request
+    kept = run({"text": "x < 5 and y > 3"}).request
     assert kept is not None
-    assert kept.text == "a < b and c > d"
+    assert kept.text == "x < 5 and y > 3"  # no letter after <: nothing a provider takes for a tag
+    # "< b and c >" has a tag's shape to KwtSMS (ERR027): written in parentheses, with a warning
+    defused = run({"text": "a < b and c > d"})
+    assert defused.request is not None
+    assert defused.request.text == "a ( b and c ) d"
+    assert any("angle brackets" in w for w in defused.warnings)
+
+
+def test_angle_bracketed_addresses_and_ports_are_not_html_but_are_cleaned() -> None:
+    out = run({"text": "Cron <root@db1> /usr/local/bin/backup.sh"}, {"html": "reject"})
+    assert out.request is not None  # not refused as HTML
+    assert out.request.text == "Cron (root@db1) /usr/local/bin/backup.sh"
+    assert run({"text": "<db01:9100> down"}).request.text == "(db01:9100) down"  # type: ignore[union-attr]
 
 
 def test_text_of_only_emoji_is_empty() -> None:

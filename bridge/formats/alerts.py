@@ -13,6 +13,8 @@ Each profile reads what the tool's *default* template produces:
   every alert of the group from its ``Labels`` and ``Annotations`` (``name = value``
   lines; Alertmanager's default mail is HTML only), and ``Firing``/``Resolved``
   section headings for the state of each.
+- **cron**: Debian's and cronie's cron mail (``Subject: Cron <root@db1> /usr/local/bin/backup.sh``,
+  ``X-Cron-Env:`` headers): ``CRON db1 backup.sh: <the first meaningful lines of the output>``.
 - **generic**: anything else: the subject, with a state word if it starts with one.
 
 The SMS text puts the state first, then severity, host and what happened; no
@@ -28,8 +30,8 @@ from typing import Literal
 
 from bridge.model import InboundMail
 
-ProfileName = Literal["auto", "zabbix", "nagios", "icinga2", "alertmanager", "grafana", "generic"]
-PROFILES: tuple[ProfileName, ...] = ("zabbix", "nagios", "icinga2", "alertmanager", "grafana", "generic")
+ProfileName = Literal["auto", "zabbix", "nagios", "icinga2", "alertmanager", "grafana", "cron", "generic"]
+PROFILES: tuple[ProfileName, ...] = ("zabbix", "nagios", "icinga2", "alertmanager", "grafana", "cron", "generic")
 
 #: fields a route's ``template`` may use
 TEMPLATE_FIELDS = frozenset({"subject", "body", "from", "state", "severity", "host", "name", "summary", "count"})
@@ -69,6 +71,8 @@ class Alert:
     host: str = ""
     name: str = ""
     summary: str = ""
+    #: the whole SMS line, where a profile writes it itself (cron)
+    text: str = ""
 
     @property
     def resolved(self) -> bool:
@@ -81,6 +85,8 @@ class Alert:
 
     def line(self, *, brief: bool = False) -> str:
         """``PROBLEM High db01: Disk full - 97% used`` (brief: ``PROBLEM db01 Disk full``)."""
+        if self.text and not brief:
+            return clean(self.text)
         parts = [self.state]
         if not brief and self.severity and self.severity.upper() != self.state.upper():
             parts.append(self.severity)
@@ -360,6 +366,56 @@ def _grafana(mail: InboundMail) -> AlertMail | None:
     return _grouped(mail, "grafana")
 
 
+# -- cron ------------------------------------------------------------------------
+
+_CRON_SUBJECT = re.compile(r"^\s*Cron\s+<(?P<user>[^@>\s]+)@(?P<host>[^>\s]+)>\s*(?P<command>.*)$", re.I)
+#: what stands before the command itself in a crontab line
+_CRON_PRELUDE = frozenset({"cd", "test", "[", "[[", "true", ":", "exit", "set", "umask", "fi", "done", "esac"})
+_CRON_WRAPPERS = frozenset(
+    {"sudo", "nice", "ionice", "env", "chronic", "nohup", "exec", "time", "command"}
+    | {"if", "then", "else", "elif", "do", "!", "{"}
+)
+#: an interpreter's script names the job better: ``php /var/www/cron.php`` → ``cron.php``
+_INTERPRETERS = frozenset({"sh", "bash", "php", "python", "python3", "perl", "ruby", "node"})
+_CRON_WITH_VALUE = {"timeout": 1, "flock": 1, "-n": 1, "-c": 1, "-u": 1}
+_NOISE = re.compile(r"^[\W_]*$")
+
+
+def _cron_command(command: str) -> str:
+    """``cd / && run-parts --report /etc/cron.daily`` → ``run-parts cron.daily``;
+    ``/usr/local/bin/backup.sh --full`` → ``backup.sh``."""
+    for segment in re.split(r"&&|\|\||[;|()]", command):
+        words = [w.strip("'\"") for w in segment.split()]
+        while words and (("=" in words[0] and not words[0].startswith("-")) or words[0] in _CRON_WRAPPERS):
+            words.pop(0)
+        while words and words[0] in _CRON_WITH_VALUE:  # timeout 60 job, flock /run/x job
+            words = words[1 + _CRON_WITH_VALUE[words[0]] :]
+        if not words or words[0] in _CRON_PRELUDE:
+            continue
+        name = words[0].rstrip("/").rpartition("/")[2]
+        scripts = [w for w in words[1:] if not w.startswith("-")]
+        if name in _INTERPRETERS and scripts:
+            return scripts[0].rpartition("/")[2]
+        if name == "run-parts":
+            return f"run-parts {scripts[-1].rstrip('/').rpartition('/')[2]}" if scripts else name
+        return name
+    return command.strip()
+
+
+def _cron(mail: InboundMail) -> AlertMail | None:
+    match = _CRON_SUBJECT.match(mail.subject)
+    if match is None and not mail.cron_env:
+        return None
+    host = match.group("host") if match else ""
+    command = _cron_command(match.group("command")) if match else clean(mail.subject)
+    lines = [line.strip() for line in mail.body.splitlines()]
+    output = [line for line in lines if line and not _NOISE.match(line)][:4]
+    said = " | ".join(output) if output else "(no output)"
+    head = " ".join(p for p in ("CRON", host, command) if p)
+    alert = Alert(state="CRON", host=host, name=command, summary=said, text=f"{head}: {said}")
+    return AlertMail("cron", (alert,), 1, True)
+
+
 # -- generic ---------------------------------------------------------------------
 
 
@@ -376,6 +432,7 @@ _READERS = {
     "icinga2": _icinga2,
     "alertmanager": _alertmanager,
     "grafana": _grafana,
+    "cron": _cron,
 }
 
 
@@ -386,7 +443,7 @@ def read(mail: InboundMail, profile: ProfileName = "auto") -> AlertMail:
         return replace(generic(mail), recognised=True)
     if profile != "auto":
         return _READERS[profile](mail) or generic(mail)
-    order = ["zabbix", "nagios", "icinga2", "grafana" if _is_grafana(mail) else "alertmanager"]
+    order = ["cron", "zabbix", "nagios", "icinga2", "grafana" if _is_grafana(mail) else "alertmanager"]
     for name in order:
         found = _READERS[name](mail)
         if found is not None and found.alerts:
