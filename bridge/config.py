@@ -22,8 +22,11 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    PrivateAttr,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -485,10 +488,23 @@ class RoutingRule(_Model):
         return region is not None and region == self.region
 
 
+def _account_kind(value: Any) -> str:
+    """``routes.<name>.account`` is an account's name or a list of routing rules: the
+    value's shape says which, so an error names one of them, never both."""
+    return "rules" if isinstance(value, list | tuple) else "name"
+
+
+#: the tags the schema's unions add to an error's location; the file has no such keys
+_UNION_TAGS = frozenset({"name", "rules"})
+
+
 class RouteConfig(_Model):
     format: Literal["kwtsms", "address"]
     #: the account that sends, or routing rules: ``[{prefix: "965", account: kwt}, {default: true, account: ot}]``
-    account: str | tuple[RoutingRule, ...]
+    account: Annotated[
+        Annotated[str, Tag("name")] | Annotated[tuple[RoutingRule, ...], Tag("rules")],
+        Discriminator(_account_kind),
+    ]
     #: accounts to try, in order, when the first definitely did not send (connection refused, ERR001, ...)
     fallback: tuple[str, ...] = ()
     #: exact addresses this route serves (``sms@bridge.example``)
@@ -694,6 +710,8 @@ class Config(_Model):
     logging: LoggingConfig = LoggingConfig()
     sendmail: SendmailConfig = SendmailConfig()
     lmtp: LmtpConfig = LmtpConfig()
+    #: ``path:NAME`` of each ``${NAME:-fallback}`` whose fallback was taken (for the warnings)
+    _fallbacks: tuple[str, ...] = PrivateAttr(default=())
 
     @field_validator("aliases")
     @classmethod
@@ -707,7 +725,12 @@ class Config(_Model):
 
 
 def _substitute(
-    node: Any, path: str, env: Mapping[str, str], problems: list[Problem], missing: list[Problem] | None
+    node: Any,
+    path: str,
+    env: Mapping[str, str],
+    problems: list[Problem],
+    missing: list[Problem] | None,
+    fallbacks: list[str],
 ) -> Any:
     if isinstance(node, str):
 
@@ -716,15 +739,19 @@ def _substitute(
             if name in env:
                 return env[name]
             if default is not None:
+                fallbacks.append(f"{path}:{name}")
                 return default
             (problems if missing is None else missing).append(Problem(path, f"environment variable {name} is not set"))
             return ""
 
         return _ENV.sub(repl, node)
     if isinstance(node, dict):
-        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env, problems, missing) for k, v in node.items()}
+        return {
+            k: _substitute(v, f"{path}.{k}" if path else str(k), env, problems, missing, fallbacks)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [_substitute(v, f"{path}.{i}", env, problems, missing) for i, v in enumerate(node)]
+        return [_substitute(v, f"{path}.{i}", env, problems, missing, fallbacks) for i, v in enumerate(node)]
     return node
 
 
@@ -753,6 +780,8 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
         loc = [str(part) for part in err["loc"]]
         if len(loc) >= 3 and loc[0] == "accounts" and loc[2] in ACCOUNT_TYPES:
             del loc[2]  # accounts.<name>.<provider tag>.key: the tag is pydantic's, not the file's
+        if len(loc) >= 4 and loc[0] == "routes" and loc[2] == "account" and loc[3] in _UNION_TAGS:
+            del loc[3]  # routes.<name>.account.<name|rules>: likewise
         path = ".".join(loc) or "(top level)"
         kind = err["type"]
         if kind == "union_tag_invalid":
@@ -957,9 +986,80 @@ def _cross_check(config: Config) -> list[Problem]:
     return problems
 
 
+_SECRET_KEYS = frozenset({"password", "token", "smarthost_password", "url"})
+_LOOPBACK = ("127.0.0.1", "::1")
+
+
+def _on_simulator(url: str, config: Config) -> bool:
+    """Whether ``url`` points at the simulator's ``host:port``."""
+    match = re.match(r"^[a-z]+://(\[[^\]]+\]|[^/:]+)(?::(\d+))?", url.strip(), re.I)
+    if match is None:
+        return False
+    sim_host, sim_port = parse_host_port(config.simulator.listen)
+    host = match.group(1).strip("[]")
+    same_host = host == sim_host or {host, sim_host} <= {"127.0.0.1", "localhost"}
+    return same_host and int(match.group(2) or (443 if url.lower().startswith("https") else 80)) == sim_port
+
+
+def _account_url(account: AccountConfig) -> str:
+    return account.base_url() if isinstance(account, KwtsmsHttpAccount | OpentechHttpAccount) else ""
+
+
+def _loopback_client(config: Config) -> bool:
+    import ipaddress  # noqa: PLC0415
+
+    for client in config.clients.values():
+        if client.user or client.mailboxes or client.token:
+            continue
+        networks = [ipaddress.ip_network(n, strict=False) for n in client.networks]
+        if any(ipaddress.ip_address(ip) in net for ip in _LOOPBACK for net in networks):
+            return True
+    return False
+
+
 def warnings(config: Config) -> list[str]:
     """What works but will surprise an operator later: said by ``check-config`` and at start-up."""
     out = []
+    for taken in config._fallbacks:
+        path, _, name = taken.rpartition(":")
+        parts = path.split(".")
+        if parts[-1] not in _SECRET_KEYS:
+            continue
+        if parts[0] == "accounts" and len(parts) == 3 and parts[1] in config.accounts:
+            url = _account_url(config.accounts[parts[1]])
+            if config.simulator.enabled and _on_simulator(url, config):
+                continue  # the demo account on the bridge's own simulator: the fallback is the point
+        out.append(
+            f"{path}: ${{{name}}} is not set, so the config's fallback value is used; against a real provider "
+            f"that is the wrong secret: set {name} (in /etc/sms-bridge/env for the service), or remove the "
+            f":-fallback so that a missing value is an error"
+        )
+    if not config.simulator.enabled:
+        for name, account in config.accounts.items():
+            url = _account_url(account)
+            if url and _on_simulator(url, config):
+                out.append(
+                    f"accounts.{name}.url points at the simulator's address ({config.simulator.listen}), but "
+                    "simulator.enabled is false, so nothing there answers unless `sms-bridge simulate` runs; "
+                    f"for real SMS use {DEFAULT_URLS[account.provider]}"
+                )
+    if config.queue.url is None and not Path(config.queue.path).is_absolute():
+        out.append(
+            f"queue.path {config.queue.path} is relative: it is found from the working directory (here "
+            f"{Path(config.queue.path).absolute()}), so a command run from elsewhere finds no outbox; "
+            "give an absolute path (the service runs in /var/lib/sms-bridge)"
+        )
+    if not _loopback_client(config) and config.sendmail.user is None:
+        tokens = [n for n, c in config.clients.items() if c.token is not None]
+        why = (
+            f"the clients section (with the webhook's token client {tokens[0]}) replaces the implicit local client"
+            if tokens
+            else "no client has networks that include 127.0.0.1 or ::1"
+        )
+        out.append(
+            f"clients: {why}, so mail from this machine (sendmail, cron, swaks, a local Zabbix) is refused with "
+            '550 5.7.1; add clients.local: {networks: [127.0.0.0/8, "::1/128"]}'
+        )
     if config.notify.smarthost is None:
         out.append(
             "notify.smarthost is not set: failures after a mail was accepted (provider refusals, expiries, "
@@ -993,15 +1093,71 @@ def load_text(
     if not isinstance(raw, dict):
         raise ConfigError([Problem(source, "must be a mapping of keys (smtp:, accounts:, routes:, ...)")])
     problems: list[Problem] = []
-    data = _substitute(raw, "", os.environ if env is None else env, problems, missing)
+    fallbacks: list[str] = []
+    data = _substitute(raw, "", os.environ if env is None else env, problems, missing, fallbacks)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(problems + _pydantic_problems(exc) + _untagged_account_problems(data)) from None
+        schema = problems + _pydantic_problems(exc) + _untagged_account_problems(data)
+        raise ConfigError(schema + _cross_check_without(data, exc)) from None
     problems += _cross_check(config)
     if problems:
         raise ConfigError(problems)
+    config._fallbacks = tuple(fallbacks)
     return config
+
+
+#: sections whose entries are checked one by one: an error in one leaves the others checked
+_ENTRIES = ("accounts", "routes", "clients", "aliases", "local_users", "imap")
+
+
+def _cross_check_without(data: dict[str, Any], exc: ValidationError) -> list[Problem]:
+    """The cross-checks of a config the schema refused, so that every problem comes in one
+    round: run on the config without the entries (an account, a route, a section) that have
+    schema errors, leaving out what those entries' absence would itself cause."""
+    data = dict(data)
+    dropped: list[tuple[str, str]] = []  # (path, name)
+    for _ in range(3):
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = [str(part) for part in err["loc"]]
+            if not loc:
+                return []
+            section = loc[0]
+            if section in _ENTRIES and len(loc) >= 2 and isinstance(data.get(section), dict | list):
+                entries = data[section]
+                key: Any = int(loc[1]) if isinstance(entries, list) and loc[1].isdigit() else loc[1]
+                if isinstance(entries, dict) and key in entries:
+                    data[section] = {k: v for k, v in entries.items() if k != key}
+                elif isinstance(entries, list) and isinstance(key, int) and key < len(entries):
+                    data[section] = [v for i, v in enumerate(entries) if i != key]
+                else:
+                    continue
+                dropped.append((f"{section}.{loc[1]}", str(key)))
+            else:
+                data.pop(section, None)
+                if section in ("accounts", "routes"):
+                    data[section] = {}
+                dropped.append((section, ""))
+        try:
+            config = Config.model_validate(data)
+        except ValidationError as again:
+            exc = again
+            continue
+        break
+    else:
+        return []
+
+    def caused(problem: Problem) -> bool:
+        for path, name in dropped:
+            if problem.field == path or problem.field.startswith(path + "."):
+                return True
+            if name and f"{name!r}" in problem.message:
+                return True
+            if not name and path in ("accounts", "routes"):
+                return True  # every reference would be a false "no account/route named"
+        return False
+
+    return [p for p in _cross_check(config) if not caused(p)]
 
 
 def load(path: str | Path, *, env: Mapping[str, str] | None = None, missing: list[Problem] | None = None) -> Config:

@@ -47,3 +47,22 @@ def route_for(address: str, config: Config) -> tuple[str, RouteConfig] | None:
         if route.domain == domain and (local in config.aliases or is_number_local_part(local)):
             return name, route
     return None
+
+
+def why_not_served(address: str, config: Config) -> str:
+    """In plain words, why the bridge does not serve ``address``, with what it does serve there."""
+    address = address.strip().strip("<>").lower()
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    if not domain or domain in LOCAL_DOMAINS or domain == config.smtp.hostname.lower():
+        users = ", ".join(sorted(config.local_users))
+        if users:
+            return f"{local!r} is not a local user this bridge maps (local_users: {users})"
+        if not domain:
+            return "an address needs a domain; local users (root) are mapped with local_users"
+    served = [r for r in config.routes.values() if r.domain == domain]
+    if served:
+        aliases = ", ".join(sorted(config.aliases)) or "none"
+        return f"{local!r} is neither a phone number nor an alias here (aliases: {aliases})"
+    return "this bridge does not serve that address"

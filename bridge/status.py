@@ -4,9 +4,10 @@ Server-rendered HTML (Jinja2, autoescaped), no JavaScript. On ``admin.listen``:
 
 - ``/`` overview: the queue by state, the oldest waiting SMS, each account's
   balance and last provider result, each mailbox's connection, failures and
-  unknown outcomes in the last 24 h;
+  unknown outcomes in the last 24 h, and the mail refused on the spot lately;
+- ``?refresh=N`` on any page reloads it every N seconds (a meta refresh: no JavaScript);
 - ``/messages`` the list, filtered by state, route, client and time, searched by
-  id, Message-ID or sender; ``/messages/<id>`` one message and its history;
+  id, Message-ID, sender, phone number (any spelling) or text; ``/messages/<id>`` one message and its history;
 - ``POST /messages/<id>/<retry|cancel|not-sent>``: actions, for users in
   ``admin.users`` only, behind a login (scrypt hashes, the same slow-down and
   lockout as SMTP AUTH) and a CSRF token, recorded in the history with who.
@@ -37,7 +38,7 @@ from bridge.config import Config
 from bridge.dispatch import Dispatcher
 from bridge.guard import AuthGuard
 from bridge.outbox import CANCELLABLE, RETRYABLE, UNRESOLVED, Outbox, Row, Search, State
-from bridge.phone import mask
+from bridge.phone import mask, normalise
 
 log = logging.getLogger("bridge.status")
 
@@ -49,6 +50,7 @@ ACTIONS = {
 }
 _ID = re.compile(r"[0-9a-f]{22}(?:\.\d{1,3})?")
 _WHEN = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2})?")
+_PHONEISH = re.compile(r"\+?[\d\s().-]{3,30}")
 
 
 class BadParameter(ValueError):
@@ -77,6 +79,21 @@ def age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def points(value: float | None) -> str:
+    """A balance as the provider gives it: ``999``, ``1,250.5``, never ``999.00``."""
+    if value is None:
+        return "not known yet"
+    if value == int(value):
+        return f"{int(value):,}"
+    return f"{value:,.3f}".rstrip("0")
+
+
+def refresh(query: Any) -> int:
+    """``?refresh=N``: the page reloads itself every N seconds (5 to 3600), with no JavaScript."""
+    value = str(query.get("refresh", ""))
+    return max(5, min(int(value), 3600)) if value.isdigit() else 0
 
 
 def numbers(row: Row) -> str:
@@ -109,6 +126,11 @@ def parse_search(query: Any, config: Config) -> Search:
     text = query.get("q", "").strip()
     if len(text) > 200:
         raise BadParameter("q: at most 200 characters")
+    number = ""
+    if _PHONEISH.fullmatch(text):  # +965 9711 9440, 97119440, (965) 9711-9440: a number, or a part of one
+        digits = re.sub(r"\D", "", text)
+        whole = normalise(text, config.numbers.default_region, strict=False).number if len(digits) >= 7 else None
+        number = whole or digits
     limit_text = query.get("limit", "100")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
         raise BadParameter("limit: a number from 1 to 1000")
@@ -119,6 +141,7 @@ def parse_search(query: Any, config: Config) -> Search:
         since=_time(query["since"], "since") if query.get("since") else None,
         until=_time(query["until"], "until") if query.get("until") else None,
         text=text,
+        number=number,
         limit=int(limit_text),
     )
 
@@ -143,7 +166,9 @@ class StatusPage:
             autoescape=jinja2.select_autoescape(["html"]),
             undefined=jinja2.StrictUndefined,
         )
-        self.env.globals.update(when=when, age=age, numbers=numbers, version=__version__, actions=ACTIONS)
+        self.env.globals.update(
+            when=when, age=age, numbers=numbers, points=points, version=__version__, actions=ACTIONS
+        )
 
     @property
     def users(self) -> bool:
@@ -172,6 +197,7 @@ class StatusPage:
 
     def _page(self, request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
         login = self._login(request)
+        values.setdefault("refresh", refresh(request.query))
         html = self.env.get_template(template).render(login=login, users=self.users, **values)
         response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
         response.headers["Content-Security-Policy"] = (
@@ -217,6 +243,7 @@ class StatusPage:
             outbox=self.outbox.describe(),
             instance=self.outbox.instance,
             bridges=await self.outbox.instances() if self.outbox.shared else [],
+            refusals=await self.outbox.refusals(20),
             now=now,
         )
 

@@ -52,11 +52,12 @@ from bridge.guard import AuthGuard
 from bridge.ingress.accept import admit
 from bridge.ingress.context import Intake
 from bridge.ingress.lineends import LineEnds
+from bridge.ingress.refusals import RefusalLog
 from bridge.intake import decide
 from bridge.mail import parse_mail
 from bridge.outbox import REFUSED, Notice, Outbox, State
 from bridge.outcomes import FirstOutcomes
-from bridge.routing import route_for
+from bridge.routing import route_for, why_not_served
 
 log = logging.getLogger("bridge.smtp")
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
@@ -275,6 +276,21 @@ class Handler:
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}  # user → keyed digest of a password that passed scrypt
         self._scrypt_slots = asyncio.Semaphore(2)
+        self.refusals = RefusalLog(outbox)
+
+    async def _refused(
+        self, session: Session, stage: str, address: str, reason: str, envelope: Envelope, *, logged: bool = False
+    ) -> None:
+        await self.refusals.refused(
+            logged=logged,
+            via=self.via,
+            stage=stage,
+            peer=peer_text(session.peer),
+            client=self._clients.get(envelope, ""),
+            mail_from=envelope.mail_from or "",
+            address=address,
+            reason=reason,
+        )
 
     def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
         """aiosmtpd's synchronous hook; :class:`BridgeSMTP` checks with :meth:`authenticate_async`."""
@@ -325,12 +341,15 @@ class Handler:
                 self.metrics.refused("smtp", "mail", "auth")
                 return "530 5.7.0 Authentication required"
             self.metrics.refused("smtp", "mail", "client")
-            log.warning("refused peer=%s user=%s: no client matches", peer_text(session.peer), self._peer(session).user)
+            user = self._peer(session).user
+            why = f"no client matches (user {user})" if user else "no client matches this address"
+            await self._refused(session, "mail", address, why, envelope)
             return "550 5.7.1 This client may not send through this bridge"
         name, client = found
         if not sender_allowed(client, address):
             self.metrics.refused("smtp", "mail", "sender")
-            log.warning("refused peer=%s client=%s: sender %s not allowed", peer_text(session.peer), name, address)
+            self._clients[envelope] = name
+            await self._refused(session, "mail", address, f"sender not allowed for client {name}", envelope)
             return f"550 5.7.1 Sender <{ascii_reply(address, 200)}> is not allowed for this client"
         self._clients[envelope] = name
         envelope.mail_from = address
@@ -346,10 +365,13 @@ class Handler:
         found = route_for(address, self.config)
         if found is None:
             self.metrics.refused("smtp", "rcpt", "relay")
-            return f"550 5.1.1 <{ascii_reply(address, 200)}>: this bridge does not serve that address"
+            why = why_not_served(address, self.config)
+            await self._refused(session, "rcpt", address, why, envelope)
+            return f"550 5.1.1 <{ascii_reply(address, 200)}>: {ascii_reply(why, 300)}"
         client = self._clients.get(envelope)
         if client is None or not may_use_route(self.config.clients[client], found[0]):
             self.metrics.refused("smtp", "rcpt", "client")
+            await self._refused(session, "rcpt", address, f"client {client} may not use route {found[0]}", envelope)
             return f"550 5.7.1 <{ascii_reply(address, 200)}>: this client may not use that address"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
@@ -414,12 +436,8 @@ class Handler:
         verdict = decide(mail, self.config)
         if not verdict.ok:
             self.metrics.refused(self.via, "data", "field")
-            log.info(
-                "rejected from=%s peer=%s: %s",
-                mail_from,
-                peer_text(session.peer),
-                "; ".join(map(str, verdict.problems)),
-            )
+            reason = "; ".join(map(str, verdict.problems))
+            await self._refused(session, "data", ", ".join(envelope.rcpt_tos), reason, envelope)
             return multiline("550", "5.6.0", [f"{p.field}: {p.message}" for p in verdict.problems])
         client_name = self._clients.get(envelope, "")
         routes = {r.route for r in verdict.requests}
@@ -442,8 +460,11 @@ class Handler:
             log.warning("not accepted from=%s peer=%s: %s", mail_from, peer_text(session.peer), exc)
             return "451 4.3.0 The bridge cannot store mail right now; not accepted, try again later"
         if admission.kind == "refused":
+            reason = "; ".join(map(str, admission.problems))
+            await self._refused(session, "data", ", ".join(envelope.rcpt_tos), reason, envelope, logged=True)
             return multiline("550", "5.7.1", [f"{p.field}: {p.message}" for p in admission.problems])
         if admission.kind == "over":
+            await self._refused(session, "data", ", ".join(envelope.rcpt_tos), admission.reason, envelope, logged=True)
             return f"550 5.7.1 {ascii_reply(admission.reason)}"
         if admission.kind == "later":
             return f"451 {admission.status} {ascii_reply(admission.reason)}; not accepted, try again later"

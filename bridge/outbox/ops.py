@@ -39,6 +39,7 @@ from bridge.outbox.types import (
     Leadership,
     Origin,
     Pacing,
+    Refusal,
     Rejection,
     RejectionRow,
     Row,
@@ -799,9 +800,16 @@ def op_search(conn: Tx, search: Search) -> list[Row]:
     if search.until is not None:
         where.append("created < ?")
         args.append(search.until)
+    found: list[str] = []
     if search.text:
-        where.append("(id LIKE ? ESCAPE '\\' OR message_id = ? OR lower(mail_from) = lower(?))")
-        args += [_like(search.text) + "%", search.text, search.text]
+        found.append("id LIKE ? ESCAPE '\\' OR message_id = ? OR lower(mail_from) = lower(?)")
+        found.append("lower(text) LIKE lower(?) ESCAPE '\\'")
+        args += [_like(search.text) + "%", search.text, search.text, "%" + _like(search.text) + "%"]
+    if search.number:
+        found.append("numbers LIKE ?")
+        args.append(f"%{search.number}%")
+    if found:
+        where.append("(" + " OR ".join(found) + ")")
     clauses = " WHERE " + " AND ".join(where) if where else ""
     sql = f"SELECT * FROM sms{clauses} ORDER BY created DESC, id LIMIT ?"  # noqa: S608  (fixed clauses; values are parameters)
     return [_row(r) for r in conn.execute(sql, (*args, search.limit))]
@@ -913,7 +921,54 @@ def op_prune(conn: Tx, before: float) -> int:
     conn.execute(
         "DELETE FROM rejections WHERE created < ? AND notice != 'pending' AND operator != 'pending'", (before,)
     )
+    op_prune_refusals(conn, before)
     return count
+
+
+#: refusals kept at the most (the newest); repeats of one address and reason are one row
+MAX_REFUSALS = 500
+
+
+def op_refused(conn: Tx, refusal: Refusal, now: float) -> None:
+    """Count a refusal: a new row for a new (stage, address, reason), else one more time."""
+    key = f"{refusal.stage}|{refusal.address.lower()}|{refusal.reason}"[:500]
+    r = refusal
+    values = (
+        key,
+        now,
+        now,
+        r.times,
+        r.via,
+        r.stage,
+        r.peer,
+        r.client,
+        r.mail_from[:300],
+        r.address[:300],
+        r.reason[:1000],
+    )
+    conn.execute(
+        "INSERT INTO refusals (key, first_at, last_at, times, via, stage, peer, client, mail_from, address, reason) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at, "
+        "times = refusals.times + excluded.times, peer = excluded.peer, client = excluded.client, mail_from = excluded.mail_from",
+        values,
+    )
+
+
+def op_refusals(conn: Tx, limit: int = 50) -> list[Refusal]:
+    rows = conn.execute(
+        "SELECT via, stage, peer, client, mail_from, address, reason, first_at, last_at, times FROM refusals "
+        "ORDER BY last_at DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [Refusal(*row) for row in rows]
+
+
+def op_prune_refusals(conn: Tx, before: float) -> None:
+    conn.execute("DELETE FROM refusals WHERE last_at < ?", (before,))
+    conn.execute(
+        "DELETE FROM refusals WHERE key NOT IN (SELECT key FROM refusals ORDER BY last_at DESC LIMIT ?)",
+        (MAX_REFUSALS,),
+    )
 
 
 def op_prune_seen(conn: Tx, before: float) -> int:
@@ -1090,6 +1145,13 @@ class Store:
     async def reject(self, rejection: Rejection, key: ImapKey | None = None) -> str:
         now = self.clock()
         return await self.run(lambda c: op_reject(c, rejection, now, key))
+
+    async def refused(self, refusal: Refusal) -> None:
+        now = self.clock()
+        await self.run(lambda c: op_refused(c, refusal, now))
+
+    async def refusals(self, limit: int = 50) -> list[Refusal]:
+        return await self.run(lambda c: op_refusals(c, limit))
 
     async def record_balance(self, account: str, balance: float) -> float | None:
         return await self.run(lambda c: op_record_balance(c, account, balance, self.clock()))

@@ -180,6 +180,23 @@ CREATE TABLE instances (
     """
 CREATE INDEX sms_notice_held ON sms(updated) WHERE notice = 'held';
 """,
+    # 7: mail refused on the spot (RCPT, MAIL, DATA), one row per address and reason, for the status page
+    """
+CREATE TABLE refusals (
+    key TEXT PRIMARY KEY,
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL,
+    times INTEGER NOT NULL,
+    via TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    client TEXT NOT NULL,
+    mail_from TEXT NOT NULL,
+    address TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX refusals_last ON refusals(last_at);
+""",
 )
 
 LATEST = len(MIGRATIONS)

@@ -56,6 +56,23 @@ class Rejection(Origin):
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """Mail refused on the spot (a 5xx at RCPT, MAIL or DATA): who, what, why. Repeats of the
+    same address and reason are one row, counted (``times``), seen first and last at."""
+
+    via: str
+    stage: str
+    peer: str
+    client: str
+    mail_from: str
+    address: str
+    reason: str
+    first_at: float = 0.0
+    last_at: float = 0.0
+    times: int = 1
+
+
+@dataclass(frozen=True)
 class RejectionRow:
     id: str
     created: float
@@ -117,8 +134,10 @@ class Search:
     #: accepted at or after / before (Unix time)
     since: float | None = None
     until: float | None = None
-    #: an id (or its start), a Message-ID or a sender address
+    #: an id (or its start), a Message-ID, a sender address, or words of the SMS text
     text: str = ""
+    #: digits of a phone number (``96597119440``, or a part of one): any SMS to a number holding them
+    number: str = ""
     limit: int = 100
 
 
@@ -267,6 +286,8 @@ class Outbox(Protocol):
     async def set_rejection_notice(self, ids: Sequence[str], notice: Notice) -> None: ...
     async def imap_outcome(self, key: ImapKey) -> tuple[str, str] | None: ...
     async def reject(self, rejection: Rejection, key: ImapKey | None = None) -> str: ...
+    async def refused(self, refusal: Refusal) -> None: ...
+    async def refusals(self, limit: int = 50) -> list[Refusal]: ...
     async def record_balance(self, account: str, balance: float) -> float | None: ...
     async def balances(self) -> dict[str, float]: ...
     async def start_up(self, *, at_least_once: Sequence[str]) -> dict[str, int]: ...
