@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -34,6 +35,10 @@ EX_NOINPUT = 66
 EX_SOFTWARE = 70
 EX_CONFIG = 78
 log = logging.getLogger("bridge")
+
+
+class UsageError(Exception):
+    """The command line names something that does not exist (exit 2, like argparse's own)."""
 
 
 DEFAULT_CONFIG = "/etc/sms-bridge/config.yaml"
@@ -177,7 +182,7 @@ def describe_sent(sent: Sent) -> str:
 def _account(config: Config, name: str) -> None:
     if name not in config.accounts:
         known = ", ".join(sorted(config.accounts))
-        raise ConfigError([Problem("--account", f"no account named {name!r} (accounts: {known})")])
+        raise UsageError(f"--account: no account named {name!r} in the config (accounts: {known})")
 
 
 async def _send_chunks(provider: Provider, request: SmsRequest, test: bool) -> int:
@@ -217,13 +222,50 @@ def cmd_send(args: argparse.Namespace) -> int:
         f"sending{test} via {args.account} ({account.provider}): {len(r.numbers)} number(s), {r.encoding}, {r.pages} page(s), {r.points} point(s)"
     )
 
+    interval = account.pacing()
+    wait = _paced_for(config, args.account, r.numbers) if interval > 0 else 0.0
+    if wait > 0:
+        print(f"waiting {wait:.0f} s: the provider refuses a second SMS to the same number within {interval:g} s")
+
     async def run() -> int:
         from bridge.app import open_providers  # noqa: PLC0415  (keeps `check` free of network imports)
 
+        await asyncio.sleep(wait)
         async with open_providers(config) as providers:
             return await _send_chunks(providers[args.account], r, args.test)
 
-    return 0 if asyncio.run(run()) == 0 else 1
+    failures = asyncio.run(run())
+    if interval > 0 and failures < len(list(chunks(r.numbers))):
+        _pace(config, args.account, r.numbers, interval)
+    return 0 if failures == 0 else 1
+
+
+def _paced_for(config: Config, account: str, numbers: Sequence[str]) -> float:
+    """Seconds until every one of ``numbers`` may be sent to again, as the running bridge
+    paces them (its outbox); 0 when there is no outbox."""
+    from bridge import outbox  # noqa: PLC0415
+
+    try:
+        with outbox.transaction(config.queue) as conn:
+            now = outbox.op_clock(conn)
+            until = outbox.op_paced_until(conn, account, numbers, now)
+    except outbox.OutboxError:
+        return 0.0
+    return 0.0 if until is None else max(until - now, 0.0)
+
+
+def _pace(config: Config, account: str, numbers: Sequence[str], interval: float) -> None:
+    """What ``send`` sent holds its numbers back for the bridge too, as the bridge's own SMS do,
+    so that a mail right after it waits instead of meeting the provider's refusal (ERR028)."""
+    from bridge import outbox  # noqa: PLC0415
+
+    try:
+        with outbox.transaction(config.queue) as conn:
+            outbox.op_pace(conn, account, numbers, outbox.op_clock(conn) + interval)
+    except outbox.NoOutbox:
+        return
+    except outbox.OutboxError as exc:
+        print(f"warning: the outbox could not record the pacing of these numbers: {exc}", file=sys.stderr)
 
 
 def cmd_balance(args: argparse.Namespace) -> int:
@@ -453,9 +495,30 @@ def cmd_queue(args: argparse.Namespace) -> int:
     try:
         with outbox.transaction(config.queue) as conn:
             return _queue_action(args, conn, outbox.op_clock(conn), f"cli:{getpass.getuser()}")
+    except outbox.NoOutbox as exc:
+        running = _running_outbox(config)
+        hint = f"; the running bridge's outbox is {running}" if running else "; start the bridge first"
+        print(f"sms-bridge: {exc}{hint}", file=sys.stderr)
+        return 1
     except outbox.OutboxError as exc:
         print(f"sms-bridge: {exc}", file=sys.stderr)
         return 1
+
+
+def _running_outbox(config: Config) -> str | None:
+    """Where the bridge answering on ``admin.listen`` keeps its outbox (its ``/healthz``), if one answers."""
+    if not config.admin.listen:
+        return None
+    import httpx  # noqa: PLC0415
+
+    host, port = parse_host_port(config.admin.listen)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104  (a wildcard is reached on loopback)
+    try:
+        reply = httpx.get(f"http://{'[' + host + ']' if ':' in host else host}:{port}/healthz", timeout=2)
+        backend = reply.json().get("database", {}).get("backend")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return str(backend) if backend else None
 
 
 def _queue_action(args: argparse.Namespace, conn: Tx, now: float, actor: str) -> int:
@@ -499,12 +562,81 @@ def _queue_action(args: argparse.Namespace, conn: Tx, now: float, actor: str) ->
     return 0
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written; each option's default, where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default in (None, False, argparse.SUPPRESS) or action.option_strings == []:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+#: what each command is for, and how it is typed; shown by ``sms-bridge COMMAND --help``
+EXAMPLES: dict[str, tuple[str, str]] = {
+    "serve": (
+        "Run the bridge: SMTP (and LMTP, IMAP, the webhook) in, the outbox, dispatch to the providers, failure\n"
+        "notices. SIGTERM drains and stops; SIGHUP (systemctl reload) re-reads the config. One bridge per\n"
+        "SQLite outbox: a second serve on the same outbox exits at once, naming the one that runs.",
+        "sms-bridge serve -c /etc/sms-bridge/config.yaml\nsms-bridge serve -c config.example.yaml --log-level DEBUG",
+    ),
+    "check-config": (
+        "Read the config and list every problem with its path (exit 78), then what works but will surprise.",
+        "sms-bridge check-config\nsudo sms-bridge check-config -c /etc/sms-bridge/config.yaml --no-env",
+    ),
+    "check": (
+        "Parse and validate one message as the bridge would, without sending it: exit 0 if it would be\n"
+        "accepted (printing each SMS, its encoding, pages and points), 1 if not (printing every problem).",
+        "sms-bridge check mail.eml\nsms-bridge check - --rcpt oncall@alerts.example.com < alert.eml\n"
+        "sms-bridge check mail.eml --json",
+    ),
+    "send": (
+        "Validate one SMS exactly as mail is validated, then make one provider call per 200 numbers and\n"
+        "print each result. It waits out, and counts for, the same-number pacing the running bridge keeps.",
+        "sms-bridge send --account demo --to 96597119440 --text 'Hello'\n"
+        "sms-bridge send --account kwt --to 96597119440,96566074414 --text 'Test' --test",
+    ),
+    "balance": ("Ask each account's provider for its balance.", "sms-bridge balance\nsms-bridge balance --account kwt"),
+    "senders": ("List the sender IDs the provider allows an account (KwtSMS).", "sms-bridge senders --account kwt"),
+    "sendmail": (
+        "The sendmail command line (also as a symlink named sendmail): a message on standard input to the\n"
+        "local bridge over SMTP. sms-bridge sendmail --help lists its flags.",
+        "printf 'Subject: backup failed\\n\\nexit 2\\n' | sms-bridge sendmail root",
+    ),
+    "hash-password": (
+        "Read a password (twice on a terminal, else one line of standard input) and print the scrypt\n"
+        "hash for clients.<name>.password or admin.users.",
+        "sms-bridge hash-password\necho 'a long password' | sms-bridge hash-password",
+    ),
+    "imap-check": (
+        "Log in to each configured mailbox and report what the bridge would see, taking nothing.",
+        "sms-bridge imap-check",
+    ),
+    "queue": (
+        "Look at and act on the outbox; works beside a running bridge.",
+        "sms-bridge queue list --state failed\nsms-bridge queue show 01a2299cf0378cf6c95f20\n"
+        "sms-bridge queue retry 01a2299cf0378cf6c95f20",
+    ),
+    "simulate": (
+        "A local stand-in for the KwtSMS and OpenTech HTTP APIs, written from their documents, printing\n"
+        "each SMS instead of sending it. Point accounts.<name>.url at it.",
+        "sms-bridge simulate\nsms-bridge simulate --listen 127.0.0.1:8800 --fault drop:1 --jsonl sent.jsonl",
+    ),
+}
+
+
 def _with_common(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Every (sub)command takes the common options, before or after its name."""
+    """Every (sub)command takes the common options, before or after its name, and has a
+    description and examples."""
     real_add = sub.add_parser
 
     def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = real_add(name, parents=[common], **kwargs)
+        description, examples = EXAMPLES.get(name, (kwargs.get("help", ""), ""))
+        kwargs.setdefault("description", description)
+        if examples:
+            kwargs.setdefault("epilog", "examples:\n" + "\n".join(f"  {line}" for line in examples.splitlines()))
+        parser: argparse.ArgumentParser = real_add(name, parents=[common], formatter_class=_Help, **kwargs)
         return parser
 
     sub.add_parser = add_parser
@@ -562,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--to", required=True, nargs="+", action="extend", metavar="NUMBER", help="numbers (also comma-separated)"
     )
-    p.add_argument("--text", required=True)
+    p.add_argument("--text", required=True, help="the SMS text (validated and measured as mail text is)")
     p.add_argument("--sender", default=None, help="sender ID (default: the account's)")
     p.add_argument("--lang", default=None, choices=["1", "2", "3", "4"], help="KwtSMS lang (default: detected)")
     p.add_argument("--test", action="store_true", help="KwtSMS test mode: queued, not delivered (points are deducted)")
@@ -573,7 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_balance)
 
     p = sub.add_parser("senders", help="list the sender IDs the provider allows the account")
-    p.add_argument("--account", required=True)
+    p.add_argument("--account", required=True, help="the account to ask about")
     p.set_defaults(func=cmd_senders)
 
     p = sub.add_parser("serve", help="run the bridge: SMTP in, outbox, dispatch")
@@ -594,8 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
     qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     _with_common(qsub, common)
     q = qsub.add_parser("list", help="recent messages, newest first")
-    q.add_argument("--state", choices=[s.value for s in State])
-    q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--state", choices=[s.value for s in State], help="only messages in this state")
+    q.add_argument("--limit", type=int, default=50, help="at most this many, newest first")
     for action, text in (
         ("show", "everything about one message"),
         ("retry", "send a failed, unknown, expired or cancelled message again"),
@@ -607,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_queue)
 
     p = sub.add_parser("simulate", help="run a local stand-in for the KwtSMS and OpenTech HTTP APIs")
-    p.add_argument("--listen", default="127.0.0.1:8800", metavar="HOST:PORT")
+    p.add_argument("--listen", default="127.0.0.1:8800", metavar="HOST:PORT", help="where to listen")
     p.add_argument(
         "--accounts", default=None, metavar="FILE", help="YAML file of simulated accounts (default: demo accounts)"
     )
@@ -634,6 +766,10 @@ def sendmail_main(argv: list[str], common: list[str]) -> int:
     """``sms-bridge sendmail …`` and a ``sendmail`` symlink: sendmail's own flags, not argparse's."""
     from bridge import sendmail  # noqa: PLC0415
 
+    flags = argv[: argv.index("--")] if "--" in argv else argv
+    if "-h" in flags or "--help" in flags:
+        print(sendmail.USAGE)
+        return 0
     try:
         opts = sendmail.parse_args(argv)
     except sendmail.Usage as exc:
@@ -693,6 +829,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sms-bridge: {exc.describe()}", file=sys.stderr)
         return EX_CONFIG
+    except UsageError as exc:
+        print(f"sms-bridge {args.command}: {exc}", file=sys.stderr)
+        return EX_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `sms-bridge queue list | head`: the reader has gone, nothing more to say
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (so that the interpreter's final flush is quiet)
+        return 141
     return result

@@ -6,6 +6,7 @@
       ConfigError             exit 78, every problem with its path
       MessageRejected         permanent: SMTP 5xx / failure notice
       OutboxError             nothing stored or read: SMTP 451, try again
+        NoOutbox              none where the config says (``sms-bridge queue``)
         LeaseLost             another instance claimed the row since: do not send it
       LimitExceeded           nothing stored: a client or account used up a limit
         LimitReached          for now (a minute or hour window): 451 4.7.0, retry later
@@ -52,6 +53,10 @@ class MessageRejected(BridgeError):
 
 class OutboxError(BridgeError):
     """The outbox cannot store or read messages (disk full, database broken or away)."""
+
+
+class NoOutbox(OutboxError):
+    """There is no outbox where the config says (``sms-bridge queue`` before any bridge ran)."""
 
 
 class LeaseLost(OutboxError):

@@ -33,6 +33,32 @@ from typing import BinaryIO, TextIO
 
 from bridge.config import Config, parse_host_port
 
+USAGE = """\
+usage: sms-bridge sendmail [-t] [-f FROM] [-F NAME] [-i] [-C FILE] [RECIPIENT ...] < MESSAGE
+       (the same as /usr/sbin/sendmail, when that is a link to sms-bridge)
+
+Hand a message on standard input to the local bridge over SMTP, as cron, PHP's mail(),
+logwatch and `mail -s` do; it meets the same clients, validation and limits as any mail.
+
+  -t             recipients from To:, Cc: and Bcc: (Bcc: is then removed), besides any named
+  -f, -r FROM    the envelope sender (default: USER@this host)
+  -F NAME        the sender's full name, for a From: the message lacks
+  -i, -oi        a line with a lone dot does not end the message
+  -C, -c FILE    the bridge's config (default: $SMS_BRIDGE_CONFIG, else /etc/sms-bridge/config.yaml)
+  -v             say each retry
+  -h, --help     this text
+  -odi, -odb, -oem, -B8BITMIME, -bm and other -o... flags are accepted and change nothing.
+
+Recipients: a number or alias address (96597119440@alerts.example.com), or a local user
+(root) that local_users maps. It retries for sendmail.retry_for seconds while the bridge
+is away or answers 4xx.
+
+exit status: 0 accepted; 64 wrong usage; 65 refused, each problem on standard error;
+75 the bridge is away or busy: try again later; 78 bad configuration.
+
+example:
+  printf 'To: root\\nSubject: backup failed\\n\\npg_dump: exit 1\\n' | sms-bridge sendmail -t"""
+
 EX_OK = 0
 EX_USAGE = 64
 EX_DATAERR = 65

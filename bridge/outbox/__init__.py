@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.errors import DailyCapReached, LimitExceeded, LimitReached, OutboxError
+from bridge.errors import DailyCapReached, LimitExceeded, LimitReached, NoOutbox, OutboxError
 from bridge.outbox.ops import (
     Store,
     Tx,
@@ -29,6 +29,8 @@ from bridge.outbox.ops import (
     op_history,
     op_list,
     op_mark_not_sent,
+    op_pace,
+    op_paced_until,
     op_requeue,
     op_unclaim,
 )
@@ -87,7 +89,8 @@ def transaction(queue: QueueConfig) -> Iterator[Tx]:
     if queue.url is None:
         path = Path(queue.path)
         if not path.exists():
-            raise OutboxError(f"no outbox at {path} yet (queue.path); start the bridge first")
+            relative = "" if path.is_absolute() else f", relative to the working directory {Path.cwd()}"
+            raise NoOutbox(f"no outbox at {path.absolute()} (queue.path {queue.path}{relative})")
         conn = connect(path)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -125,6 +128,7 @@ __all__ = [
     "Leadership",
     "LimitExceeded",
     "LimitReached",
+    "NoOutbox",
     "Notice",
     "Origin",
     "Outbox",
@@ -151,6 +155,8 @@ __all__ = [
     "op_history",
     "op_list",
     "op_mark_not_sent",
+    "op_pace",
+    "op_paced_until",
     "op_requeue",
     "op_unclaim",
     "open_outbox",

@@ -584,6 +584,16 @@ def op_pace(conn: Tx, account: str, numbers: Sequence[str], until: float) -> Non
     )
 
 
+def op_paced_until(conn: Tx, account: str, numbers: Sequence[str], now: float) -> float | None:
+    """The latest time one of ``numbers`` is held back until (``sms-bridge send``), or None."""
+    marks = ",".join("?" * len(numbers))
+    rec = conn.execute(
+        f"SELECT max(until) FROM pacing WHERE account = ? AND until > ? AND number IN ({marks})",  # noqa: S608  (placeholders only)
+        (account, now, *numbers),
+    ).fetchone()
+    return None if rec is None or rec[0] is None else float(rec[0])
+
+
 def op_mark_sending(conn: Tx, group: Group, now: float) -> None:
     """The group is being handed to the provider. Raises :class:`LeaseLost` (and changes
     nothing) if another instance claimed any of its rows since: its lease ran out."""

@@ -52,7 +52,7 @@ class SqliteOutbox(Store):
         return f"SqliteOutbox({str(self.path)!r})"
 
     def describe(self) -> str:
-        return f"sqlite {self.path}"
+        return f"sqlite {self.path.absolute()}"
 
     async def __aenter__(self) -> SqliteOutbox:
         # one bridge per SQLite outbox: taken before any row is read, recovered or changed
@@ -84,7 +84,7 @@ class SqliteOutbox(Store):
     async def health(self) -> tuple[bool, str]:
         """(reachable, a line for ``/healthz``)."""
         alive = self._thread is not None and self._thread.is_alive()
-        return alive, f"sqlite {self.path}" if alive else "the outbox writer has stopped"
+        return alive, self.describe() if alive else "the outbox writer has stopped"
 
     def _run(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
         try:
