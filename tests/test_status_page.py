@@ -265,3 +265,54 @@ async def test_wrong_logins_slow_down_then_lock_out(tmp_path: Path) -> None:
     assert (first.status_code, second.status_code, locked.status_code) == (403, 403, 429)
     assert "Wrong user name or password." in first.text
     assert "Wrong user name or password." in second.text  # the same words for an unknown user
+
+
+async def test_search_by_number_in_any_spelling_and_by_text_in_a_browser(tmp_path: Path, browser: Any) -> None:
+    """The operator's first question, "did 9711 9440 get it?", typed as people write numbers;
+    the list shows when each was sent, the page can reload itself, and a balance of whole points
+    reads as the provider gives it."""
+    import asyncio
+
+    from selenium.webdriver.common.by import By
+
+    async with page_bridge(tmp_path) as (bridge, base):
+        ids = {}
+        for number, text in ((K1, "invoice 7 is ready"), ("96566074414", "your table is ready")):
+            _, reply = await submit(bridge.port, mail(f"mobile:{number}\ntext:{text}"))
+            ids[number] = reply.split()[-1]
+        await eventually(lambda: all(r.delivery.state == State.SENT for r in bridge.rows()), "both sent")
+
+        def search(query: str) -> str:
+            browser.get(base + "/messages")
+            box = browser.find_element(By.NAME, "q")
+            box.clear()
+            box.send_keys(query)
+            box.submit()
+            wait_for(lambda: "q=" in browser.current_url, "the search")
+            return str(browser.find_element(By.ID, "messages").text)
+
+        def visit() -> dict[str, str]:
+            found = {q: search(q) for q in ("+965 9711 9440", "97119440", "00965-9711-9440", "9711", "table is")}
+            shot(browser, "7-search-by-number")
+            browser.get(base + "/")
+            wait_for(lambda: "Overview" in browser.title, "the overview")
+            found["refresh-link"] = browser.find_element(By.ID, "refresh").text
+            browser.find_element(By.LINK_TEXT, "Reload every 30 s").click()
+            wait_for(lambda: "refresh=30" in browser.current_url, "the reloading page")
+            found["refresh-meta"] = str(browser.page_source)
+            found["accounts"] = browser.find_element(By.ID, "accounts").text
+            shot(browser, "8-overview-refusals-and-balance")
+            return found
+
+        found = await asyncio.to_thread(visit)
+    for query in ("+965 9711 9440", "97119440", "00965-9711-9440", "9711"):
+        assert ids[K1] in found[query], query
+        assert ids["96566074414"] not in found[query], query
+        assert "sent" in found[query]
+    assert ids["96566074414"] in found["table is"]
+    assert ids[K1] not in found["table is"]
+    assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}Z sent|sent \d{4}-\d{2}-\d{2}", found["97119440"])
+    assert '<meta http-equiv="refresh" content="30">' in found["refresh-meta"]
+    assert "Reloading every 30 s" in found["refresh-meta"]
+    assert re.search(r"\b998\b", found["accounts"])
+    assert "998.00" not in found["accounts"]
