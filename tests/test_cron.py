@@ -161,3 +161,16 @@ async def test_check_send_smtp_and_the_simulator_agree_on_angle_brackets(tmp_pat
                 assert "sent:" in out
                 assert sim.delivered[-1].text == checked
     assert SIM_PASSWORD not in out
+
+
+def test_the_readme_cron_recipe_is_what_the_bridge_does() -> None:
+    """The README's recipe: its config maps root to an alias, and its SMS line is what the
+    cron profile writes for Debian's cron mail."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    recipe = readme[readme.index("**Cron.**") : readme.index("**LMTP for Postfix.**")]
+    snippet = yaml.safe_load(recipe.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert snippet["local_users"] == {"root": "oncall"}
+    assert "oncall" in snippet["routes"]["alerts"]["aliases"]
+    sms_line = recipe.split("```\nCRON ", 1)[1].split("\n", 1)[0]
+    found = alerts.read(parse_mail(DEBIAN_CRON_MAIL.replace("\n", "\r\n").encode(), rcpt_tos=["root"]))
+    assert found.text() == "CRON " + sms_line
