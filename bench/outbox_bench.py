@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from bridge.model import SmsRequest
-from bridge.outbox import Accepted, SqliteOutbox, Store, Tx, op_claim, op_enqueue, op_unclaim
+from bridge.core.model import SmsRequest
+from bridge.outbox import Accepted, Outbox, SqliteOutbox, Tx, claims, intake
 
 
 def rss_mib() -> float:
@@ -30,28 +30,28 @@ def rss_mib() -> float:
 
 
 def fill(conn: Tx, start: int, count: int) -> None:
-    now = time.time()
+    conn.now -= 1  # due a second ago
     for i in range(start, start + count):
         request = SmsRequest("body", "bench", "kwtsms-http", "KWT-SMS", (f"9655{i:07d}",), f"text {i}", 1, "gsm7", 1, 1)
-        op_enqueue(conn, Accepted("smtp", "a@b.c", ("sms@b",), "", "", (request,)), now - 1, 0)
+        intake.enqueue(conn, Accepted("smtp", "a@b.c", ("sms@b",), "", "", (request,)))
 
 
-async def fill_to(outbox: Store, filled: int, target: int) -> int:
+async def fill_to(outbox: Outbox, filled: int, target: int) -> int:
     """Queue rows ``filled`` up to ``target``, in transactions of 5,000; the new count."""
     while filled < target:
         chunk = min(5_000, target - filled)
-        await outbox.run(lambda c, f=filled, n=chunk: fill(c, f, n))
+        await outbox.run(fill, filled, chunk)
         filled += chunk
     return filled
 
 
-async def claim_timings(outbox: Store, times: int = 300) -> list[float]:
+async def claim_timings(outbox: Outbox, times: int = 300) -> list[float]:
     """Seconds to claim one row and put it back (the dispatcher's hot path), ``times`` times."""
     timings = []
     for _ in range(times):
         t0 = time.perf_counter()
-        group = await outbox.run(lambda c: op_claim(c, "bench", time.time()))
-        await outbox.run(lambda c, ids=group.ids: op_unclaim(c, ids, time.time()))
+        group = await outbox.run(claims.claim, "bench")
+        await outbox.run(claims.unclaim, group.ids)
         timings.append(time.perf_counter() - t0)
     return timings
 

@@ -37,7 +37,7 @@ from _common import free_port, percentile, start, stop
 from outbox_bench import claim_timings, fill_to
 from smtp_bench import bridge_config, load, message, wait_delivered, write_sim_accounts
 
-from bridge.outbox import SqliteOutbox, Store
+from bridge.outbox import Outbox, SqliteOutbox
 from bridge.outbox.pg import PgOutbox
 from tests import pg as pgcluster
 
@@ -61,7 +61,7 @@ async def one_round(ports: list[int], n: int, connections: int, base: int) -> tu
     return n / seconds, [lat for _, lats, _ in results for lat in lats]
 
 
-async def claim_latency(store: Store, rows: int) -> list[float]:
+async def claim_latency(store: Outbox, rows: int) -> list[float]:
     await fill_to(store, 0, rows)
     return await claim_timings(store)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bridge.model import Problem
+from bridge.core.model import Problem
 
 
 class BridgeError(Exception):
@@ -41,6 +41,11 @@ class ConfigError(BridgeError):
     def describe(self) -> str:
         lines = [f"{p.field}: {p.message}" for p in self.problems]
         return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+class ListenError(BridgeError):
+    """A listener cannot be bound (the port is taken, the address is not this host's, the
+    certificate cannot be read): the message names the config key."""
 
 
 class MessageRejected(BridgeError):

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import pytest
 import yaml
 
 from bridge import outbox
 from bridge.config import AccountConfig, Config, account_config, load_text
-from bridge.model import SmsRequest
+from bridge.core.model import SmsRequest
 from bridge.outbox import Row
 from bridge.simulator import SimAccount, Simulator
 from tests.ports import free_port as free_port  # re-exported: the tests import it from here
 
 SIM_PASSWORD = "sim-canary-5150"
+
+T = TypeVar("T")
 
 
 def sim_accounts(balance: float = 1000.0) -> dict[str, list[SimAccount]]:
@@ -62,7 +65,7 @@ def account(provider: str, url: str, **overrides: Any) -> AccountConfig:
 
 
 def sms(text: str = "hello", numbers: tuple[str, ...] = ("96597119440",), **overrides: Any) -> SmsRequest:
-    from bridge.encoding import measure
+    from bridge.core.encoding import measure
 
     m = measure(text)
     values: dict[str, Any] = {
@@ -174,16 +177,16 @@ class RunningBridge:
 
     def rows(self, ident: str | None = None) -> list[Row]:
         with outbox.transaction(self.config.queue) as conn:
-            return outbox.op_get(conn, ident) if ident else outbox.op_list(conn, None, 10_000)
+            return outbox.views.rows_of(conn, ident) if ident else outbox.views.listing(conn, None, 10_000)
 
     def history(self, ident: str) -> list[outbox.Event]:
         with outbox.transaction(self.config.queue) as conn:
-            return list(outbox.op_history(conn, ident))
+            return list(outbox.views.history(conn, ident))
 
 
 @asynccontextmanager
 async def running_bridge(config: Config) -> AsyncIterator[RunningBridge]:
-    from bridge.app import serve
+    from bridge.app.serve import serve
 
     stop = asyncio.Event()
     bound: asyncio.Future[list[tuple[str, int]]] = asyncio.get_running_loop().create_future()
@@ -251,3 +254,33 @@ async def run_cli(*args: str) -> tuple[int, str]:
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode("utf-8", "replace")
+
+
+def later(seconds: float, op: Callable[..., T]) -> Callable[..., T]:
+    """``op``, run as if ``seconds`` later on the transaction's clock: ``store.run(later(60, op), ...)``."""
+
+    def work(tx: outbox.Tx, *args: Any, **kwargs: Any) -> T:
+        saved = tx.now
+        tx.now = saved + seconds
+        try:
+            return op(tx, *args, **kwargs)
+        finally:
+            tx.now = saved
+
+    return work
+
+
+def before_each_operation(
+    monkeypatch: pytest.MonkeyPatch, hook: Callable[[Any, tuple[Any, ...], dict[str, Any]], Awaitable[None]]
+) -> None:
+    """Fault injection: await ``hook(op, args, kwargs)`` before every outbox operation, on both
+    backends (it may wait, record, or raise in the operation's place)."""
+    from bridge.outbox.pg import PgOutbox
+
+    for backend in (outbox.SqliteOutbox, PgOutbox):
+
+        async def hooked(self: Any, op: Any, /, *args: Any, _run: Any = backend.run, **kwargs: Any) -> Any:
+            await hook(op, args, kwargs)
+            return await _run(self, op, *args, **kwargs)
+
+        monkeypatch.setattr(backend, "run", hooked)

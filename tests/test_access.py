@@ -15,8 +15,8 @@ import aiosmtplib
 import pytest
 import yaml
 
-from bridge.access import hash_password, verify_password
 from bridge.config import load_text
+from bridge.core.access import hash_password, verify_password
 from tests.helpers import (
     SIM_PASSWORD,
     config_data,

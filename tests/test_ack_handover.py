@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from bridge.outcomes import Outcome, Outcomes
+from bridge.runtime.outcomes import Outcome, Outcomes
 
 
 def row(ident: str, mail_id: str = "m1") -> Any:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from bridge.config import Config
-from bridge.digest import Item, Series, plan
-from bridge.encoding import fold_to_gsm, measure
-from bridge.formats import alerts
-from bridge.intake import decide
-from bridge.mail import parse_mail
-from bridge.model import InboundMail
+from bridge.core.digest import Item, Series, plan
+from bridge.core.encoding import fold_to_gsm, measure
+from bridge.core.formats import alerts
+from bridge.core.intake import decide
+from bridge.core.mail import parse_mail
+from bridge.core.model import InboundMail
 
 CORPUS = Path(__file__).parent / "alerts"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.app.logs import HumanFormatter, JournalFormatter
 from bridge.ingress.smtp import peer_text
-from bridge.logs import HumanFormatter, JournalFormatter
 
 CONFIG = """
 accounts:
@@ -104,7 +104,7 @@ def test_the_journal_format_is_chosen_when_stderr_is_the_journal_stream(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """systemd sets JOURNAL_STREAM to the device and inode of the stream it gave as stderr."""
-    from bridge import logs
+    from bridge.app import logs
 
     with (tmp_path / "stderr.txt").open("w") as err, (tmp_path / "other.txt").open("w") as other:
         monkeypatch.setattr(sys, "stderr", err)

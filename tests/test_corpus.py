@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from bridge.config import Config
-from bridge.intake import decide
-from bridge.mail import parse_mail
+from bridge.core.intake import decide
+from bridge.core.mail import parse_mail
 from tests.conftest import CANARY, EML, TEST_CONFIG
 
 K1, K2, K3 = "96597119440", "96566074414", "96597119220"

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from bridge.config import load_text
-from bridge.formats import alerts
-from bridge.mail import parse_mail
+from bridge.core.formats import alerts
+from bridge.core.mail import parse_mail
 from bridge.simulator import HTML_TAG
 from tests.helpers import SIM_PASSWORD, eventually, free_port, mail, run_cli, running_bridge, running_simulator, submit
 from tests.test_sendmail import sendmail, write_config
@@ -164,13 +164,17 @@ async def test_check_send_smtp_and_the_simulator_agree_on_angle_brackets(tmp_pat
 
 
 def test_the_readme_cron_recipe_is_what_the_bridge_does() -> None:
-    """The README's recipe: its config maps root to an alias, and its SMS line is what the
+    """The documented recipe: its config maps root to an alias, and its SMS line is what the
     cron profile writes for Debian's cron mail."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parent.parent / "docs" / "integrations.md").read_text(encoding="utf-8")
     recipe = readme[readme.index("**Cron.**") : readme.index("**LMTP for Postfix.**")]
     snippet = yaml.safe_load(recipe.split("```yaml\n", 1)[1].split("```", 1)[0])
     assert snippet["local_users"] == {"root": "oncall"}
-    assert "oncall" in snippet["routes"]["alerts"]["aliases"]
+    assert "oncall" in snippet["aliases"]
+    # with an account beside it, the recipe is a config the bridge loads
+    account = {"kwt": {"provider": "kwtsms-http", "username": "u", "password": "p", "sender": "KWT-SMS"}}
+    loaded = load_text(yaml.safe_dump({**snippet, "accounts": account}))
+    assert loaded.local_users == {"root": "oncall"}
     sms_line = recipe.split("```\nCRON ", 1)[1].split("\n", 1)[0]
     found = alerts.read(parse_mail(DEBIAN_CRON_MAIL.replace("\n", "\r\n").encode(), rcpt_tos=["root"]))
     assert found.text() == "CRON " + sms_line

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,10 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from bridge.outbox import Notice, Store
+from bridge.outbox import Notice, notices, results
 from tests.helpers import (
     SIM_PASSWORD,
+    before_each_operation,
     eventually,
     free_port,
     mail,
@@ -193,19 +193,16 @@ async def test_ack_delivered_answers_a_refusal_only_once_its_outcome_is_stored(
 ) -> None:
     """The session's ``replied`` must come after the dispatcher's ``held``, however slow the store."""
     calls: list[str] = []
-    finish, set_notice = Store.finish, Store.set_notice
 
-    async def slow_finish(self: Store, ids: Sequence[str], **kwargs: Any) -> list[str]:
-        await asyncio.sleep(0.3)  # fault injection: a slow database, not synchronisation
-        calls.append(f"finish {kwargs['notice']}")
-        return await finish(self, ids, **kwargs)
+    async def slow_finish_recorded_set_notice(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if op is results.finish:
+            await asyncio.sleep(0.3)  # fault injection: a slow database, not synchronisation
+            calls.append(f"finish {kwargs['notice']}")
+        elif op is notices.set_notice:
+            notice: Notice = kwargs["notice"] if "notice" in kwargs else args[1]
+            calls.append(f"set_notice {notice}")
 
-    async def recorded_set_notice(self: Store, ids: Sequence[str], notice: Notice, detail: str = "") -> None:
-        calls.append(f"set_notice {notice}")
-        await set_notice(self, ids, notice, detail)
-
-    monkeypatch.setattr(Store, "finish", slow_finish)
-    monkeypatch.setattr(Store, "set_notice", recorded_set_notice)
+    before_each_operation(monkeypatch, slow_finish_recorded_set_notice)
     async with running_simulator() as (_, url), running_sink() as (sink, sink_port):
         config = make_config(tmp_path, url, sink_port=sink_port, body_route={"ack": "delivered"})
         async with running_bridge(config) as bridge:
@@ -223,16 +220,15 @@ async def test_a_refusal_stored_after_the_session_stopped_waiting_gets_a_notice(
     """The session gives up (``ack_timeout``) while the refusal is being stored for it: the
     dispatcher finds nobody took it, and the sender is told by mail instead."""
     replied = asyncio.Event()
-    notices: list[str] = []
-    finish = Store.finish
+    told: list[str] = []
 
-    async def finish_after_the_reply(self: Store, ids: Sequence[str], **kwargs: Any) -> list[str]:
-        notices.append(str(kwargs["notice"]))
-        async with asyncio.timeout(30):
-            await replied.wait()
-        return await finish(self, ids, **kwargs)
+    async def finish_after_the_reply(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if op is results.finish:
+            told.append(str(kwargs["notice"]))
+            async with asyncio.timeout(30):
+                await replied.wait()
 
-    monkeypatch.setattr(Store, "finish", finish_after_the_reply)
+    before_each_operation(monkeypatch, finish_after_the_reply)
     async with running_simulator() as (_, url), running_sink() as (sink, sink_port):
         route = {"ack": "delivered", "ack_timeout": 2}
         config = make_config(tmp_path, url, sink_port=sink_port, body_route=route)
@@ -243,7 +239,7 @@ async def test_a_refusal_stored_after_the_session_stopped_waiting_gets_a_notice(
             await asyncio.wait_for(sink.arrived.wait(), 20)
             (row,) = bridge.rows(text.split()[-1])
             await eventually(lambda: bridge.rows(row.id)[0].delivery.notice == "sent", "the notice recorded")
-    assert notices == ["held"]  # stored for the session, which had gone by then
+    assert told == ["held"]  # stored for the session, which had gone by then
     assert "ERR008" in message_from_bytes(sink.messages[0].content, policy=policy.default).get_body().get_content()
 
 
@@ -422,9 +418,9 @@ def test_the_readme_alerting_rules_pass_promtool(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (.ci/run installs Debian's prometheus package)")
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parent.parent / "docs" / "operations.md").read_text(encoding="utf-8")
     match = re.search(r"```yaml\n(# sms-bridge alerting rules\n.*?)```", readme, re.S)
-    assert match, "the README has its alerting rules block"
+    assert match, "docs/operations.md has its alerting rules block"
     rules = tmp_path / "rules.yml"
     rules.write_text(match.group(1))
     result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, check=False)

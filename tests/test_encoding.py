@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge import encoding
+from bridge.core import encoding
 
 
 @pytest.mark.parametrize(

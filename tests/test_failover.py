@@ -201,8 +201,8 @@ def test_bad_routing_is_a_config_error_with_its_path(route: dict[str, Any], path
 
 
 def test_a_number_no_rule_takes_is_refused_naming_it(tmp_path: Path) -> None:
-    from bridge.intake import decide
-    from bridge.model import InboundMail
+    from bridge.core.intake import decide
+    from bridge.core.model import InboundMail
 
     config = load_text(route_config({"account": [{"prefix": "965", "account": "kwt"}]}), env={})
     mail_ = InboundMail("a@b.example", ("s@x.test",), "x", f"mobile:{KW},{LB}\ntext:hi\n")

@@ -18,8 +18,8 @@ import yaml
 
 from bridge import outbox
 from bridge.config import load_text
+from bridge.core.validate import validate
 from bridge.outbox import Accepted
-from bridge.validate import validate
 from tests.dovecot import PASSWORD, USER, Dovecot, dovecot_available, new_dovecot
 from tests.helpers import (
     SIM_PASSWORD,
@@ -251,7 +251,7 @@ async def test_a_mail_committed_but_not_moved_before_a_crash_is_moved_not_sent_a
     async with running_simulator(max_rate=0) as (sim, url):
         config = make(tmp_path, url, dovecot)
         route = config.routes["body"]
-        from bridge.formats.kwtsms import parse
+        from bridge.core.formats.kwtsms import parse
 
         outcome = validate(
             parse(msg.get_content(), "body"),
@@ -262,12 +262,10 @@ async def test_a_mail_committed_but_not_moved_before_a_crash_is_moved_not_sent_a
         )
         assert outcome.request is not None
         conn = outbox.connect(config.queue.path)
-        conn.execute("BEGIN IMMEDIATE")
-        outbox.op_enqueue(
+        conn.begin()
+        outbox.intake.enqueue(
             conn,
             Accepted("imap:box", "app@corp.example.com", (), "", "x", (outcome.request,)),
-            time.time(),
-            0,
             ("box", uidvalidity, uid),
         )
         conn.execute("COMMIT")

@@ -1,4 +1,4 @@
-"""The README's production install, run as written with the system python3 into a temporary prefix."""
+"""The documented production install (docs/install.md), run as written with the system python3 into a temporary prefix."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 
 def install_block() -> str:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "install.md").read_text(encoding="utf-8")
     match = re.search(r"```sh\n(# sms-bridge production install\n.*?)```", readme, re.S)
-    assert match, "the README has its production install block"
+    assert match, "docs/install.md has its production install block"
     return match.group(1)
 
 

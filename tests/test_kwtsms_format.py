@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.formats.kwtsms import parse
+from bridge.core.formats.kwtsms import parse
 
 
 def test_pairs_on_one_line_as_the_v099_seed_prints_them() -> None:

@@ -171,7 +171,7 @@ async def test_nothing_listening_is_transient() -> None:
 
 
 async def test_passthrough_credentials_are_used_for_the_call() -> None:
-    from bridge.model import Credentials
+    from bridge.core.model import Credentials
 
     accounts = sim_accounts()
     accounts["kwtsms"].append(SimAccount("other", "other-pw", senders=["KWT-SMS"]))

@@ -11,9 +11,16 @@ from typing import Any
 import pytest
 
 from bridge.errors import OutboxError
-from bridge.outbox import Store
+from bridge.outbox import intake
 from tests import postfix
-from tests.helpers import eventually, make_config, running_bridge, running_simulator, running_sink
+from tests.helpers import (
+    before_each_operation,
+    eventually,
+    make_config,
+    running_bridge,
+    running_simulator,
+    running_sink,
+)
 
 K1 = "96597119440"
 GOOD, BAD = f"{K1}@alerts.bridge.test", "123@alerts.bridge.test"
@@ -80,10 +87,11 @@ async def test_when_nothing_can_be_stored_each_recipient_gets_its_451(
 ) -> None:
     """One reply per recipient even then: an MTA waiting for the second would time out."""
 
-    async def cannot_store(self: Store, *args: Any, **kwargs: Any) -> Any:
-        raise error
+    async def cannot_store(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if op is intake.enqueue:
+            raise error
 
-    monkeypatch.setattr(Store, "enqueue", cannot_store)
+    before_each_operation(monkeypatch, cannot_store)
     sock = socket_path()
     async with running_simulator() as (_, url):
         config = make_config(tmp_path, url, extra={"lmtp": {"listen": f"unix:{sock}"}})

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.htmltext import html_to_text
-from bridge.mail import decode_bytes, parse_mail
+from bridge.core.htmltext import html_to_text
+from bridge.core.mail import decode_bytes, parse_mail
 
 
 def test_envelope_overrides_headers() -> None:

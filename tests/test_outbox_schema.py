@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.outbox import Notice, SqliteOutbox, State, connect, op_get, op_list
+from bridge.outbox import Notice, SqliteOutbox, State, connect, views
 from bridge.outbox.schema import LATEST, MIGRATIONS, migrate, version
 from tests.helpers import eventually, make_config, running_bridge, running_simulator
 
@@ -30,7 +30,7 @@ def test_a_new_outbox_is_at_the_latest_version(tmp_path: Path) -> None:
 def test_an_unversioned_outbox_is_adopted_and_its_rows_read(tmp_path: Path) -> None:
     conn = connect(old_outbox(tmp_path / "old.sqlite3"))
     assert version(conn) == LATEST
-    rows = {r.request.text: r for r in op_list(conn)}
+    rows = {r.request.text: r for r in views.listing(conn)}
     sent, queued = rows["Problem: disk full on db01"], rows["Invoice 42 is due"]
     assert (sent.delivery.state, sent.delivery.provider_msg_id, sent.delivery.points_charged) == (
         State.SENT,
@@ -40,7 +40,7 @@ def test_an_unversioned_outbox_is_adopted_and_its_rows_read(tmp_path: Path) -> N
     assert sent.request.numbers == ("96597119440", "96566074414")
     assert sent.origin.message_id == "<old-1@corp.example>"
     assert (queued.delivery.state, queued.delivery.notice) == (State.QUEUED, Notice.NONE)
-    assert op_get(conn, queued.id) == [queued]
+    assert views.rows_of(conn, queued.id) == [queued]
 
 
 def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_an_outbox_from_a_newer_release_is_refused(tmp_path: Path) -> None:
 
 async def test_the_outbox_opens_an_old_file(tmp_path: Path) -> None:
     async with SqliteOutbox(old_outbox(tmp_path / "old.sqlite3")) as box:
-        counts = await box.counts()
+        counts = await box.run(views.counts)
     assert (counts["sent"], counts["queued"]) == (1, 1)
 
 

@@ -16,6 +16,7 @@ from tests.helpers import (
     SIM_PASSWORD,
     config_data,
     eventually,
+    later,
     mail,
     make_config,
     run_cli,
@@ -175,18 +176,16 @@ async def test_operator_actions_are_recorded_with_who_made_them(tmp_path: Path) 
 
 
 def test_final_rows_and_their_history_are_pruned_after_keep_days(tmp_path: Path) -> None:
-    from bridge.outbox.ops import op_finish, op_prune
     from tests.helpers import sms
 
     conn = outbox.connect(tmp_path / "o.sqlite3")
-    conn.execute("BEGIN")
+    conn.begin()
     accepted = outbox.Accepted("smtp", "a@b", ("x@y",), "", "s", requests=(sms(text="old"), sms(text="new")))
-    done = outbox.op_enqueue(conn, accepted, time.time() - 40 * 86400, 0)
+    done = later(-40 * 86400, outbox.intake.enqueue)(conn, accepted)
     old_id, new_id = done.ids
-    op_finish(
+    later(-31 * 86400, outbox.results.finish)(
         conn,
         [old_id],
-        time.time() - 31 * 86400,
         state=State.FAILED,
         error="x",
         code="",
@@ -194,8 +193,8 @@ def test_final_rows_and_their_history_are_pruned_after_keep_days(tmp_path: Path)
         notice=Notice.NONE,
         from_states=(State.QUEUED,),
     )
-    assert op_prune(conn, time.time() - 30 * 86400) == 1
+    assert outbox.upkeep.prune(conn, time.time() - 30 * 86400) == 1
     conn.execute("COMMIT")
-    assert [r.id for r in outbox.op_list(conn)] == [new_id]  # still queued: never pruned
-    assert outbox.op_history(conn, old_id) == []
-    assert outbox.op_history(conn, new_id) != []
+    assert [r.id for r in outbox.views.listing(conn)] == [new_id]  # still queued: never pruned
+    assert outbox.views.history(conn, old_id) == []
+    assert outbox.views.history(conn, new_id) != []

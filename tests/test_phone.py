@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.phone import mask, normalise
+from bridge.core.phone import mask, normalise
 
 
 @pytest.mark.parametrize(

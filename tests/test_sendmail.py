@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
+from bridge.cli.sendmail import Options, Usage, parse_args, prepare
 from bridge.config import load_text
-from bridge.sendmail import Options, Usage, parse_args, prepare
 from tests.helpers import config_data, eventually, free_port, running_bridge, running_simulator
 
 K1, K2 = "96597119440", "96566074414"

@@ -239,8 +239,8 @@ async def test_a_fuzz_over_starttls_leaves_no_traceback(tmp_path: Path, caplog: 
 
 
 async def test_scrypt_runs_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge.access import hash_password
-    from bridge.ingress import smtp as smtp_module
+    from bridge.core.access import hash_password
+    from bridge.ingress.smtp import handler as smtp_module
 
     threads: list[str] = []
     real = smtp_module.verify_password

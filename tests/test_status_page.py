@@ -18,8 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from bridge.access import hash_password
 from bridge.config import load_text
+from bridge.core.access import hash_password
 from bridge.outbox import State
 from tests.helpers import (
     SIM_PASSWORD,

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from bridge.config import NumbersConfig, RouteConfig, account_config
-from bridge.model import Draft
-from bridge.validate import Outcome, validate
+from bridge.core.model import Draft
+from bridge.core.validate import Outcome, validate
 
 
 def run(

@@ -145,7 +145,7 @@ def test_a_short_token_is_a_config_error() -> None:
 
 
 def test_a_token_client_is_not_an_smtp_client_by_network() -> None:
-    from bridge.access import Peer, find_client
+    from bridge.core.access import Peer, find_client
 
     config = load_text(
         json.dumps(

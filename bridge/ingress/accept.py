@@ -8,16 +8,17 @@ notice.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bridge.access import check_requests
 from bridge.config import ClientConfig, Config
-from bridge.ingress.context import Intake
-from bridge.model import InboundMail, Problem, SmsRequest, Verdict
-from bridge.outbox import Accepted, DailyCapReached, Enqueued, ImapKey, LimitExceeded, Outbox
-from bridge.phone import numbers_for_log
+from bridge.core.access import check_requests
+from bridge.core.model import InboundMail, Problem, SmsRequest, Verdict
+from bridge.core.phone import numbers_for_log
+from bridge.outbox import Accepted, DailyCapReached, Enqueued, ImapKey, LimitExceeded, Outbox, intake
+from bridge.runtime import Runtime
 
 log = logging.getLogger("bridge.accept")
 
@@ -56,7 +57,7 @@ def _counts_anything(limits: Any) -> bool:
 async def admit(
     config: Config,
     outbox: Outbox,
-    intake: Intake,
+    runtime: Runtime,
     *,
     client_name: str,
     mail: InboundMail,
@@ -68,7 +69,7 @@ async def admit(
 ) -> Admission:
     client = config.clients[client_name]
     refused = check_requests(client_name, client, config, verdict.requests)
-    metrics = intake.metrics
+    metrics = runtime.metrics
     way = via.partition(":")[0]  # imap:<mailbox> counts as imap
     stage = "webhook" if via == "webhook" else "data"
     if refused:
@@ -77,7 +78,7 @@ async def admit(
             "refused via=%s client=%s from=%s: %s", via, client_name, mail.mail_from, "; ".join(map(str, refused))
         )
         return Admission("refused", problems=tuple(refused))
-    empty = intake.balances.cannot_pay(verdict.requests)
+    empty = runtime.balances.cannot_pay(verdict.requests)
     if empty is not None:
         metrics.refused(way, stage, "balance")
         log.warning("not accepted via=%s from=%s: %s", via, mail.mail_from, empty)
@@ -95,7 +96,9 @@ async def admit(
         keep=keep,
     )
     try:
-        enqueued = await outbox.enqueue(accepted, key, usage_scopes(client_name, client, config, verdict.requests))
+        enqueued = await outbox.run(
+            intake.enqueue, accepted, key, usage_scopes(client_name, client, config, verdict.requests)
+        )
     except LimitExceeded as exc:
         metrics.refused(way, stage, "limit")
         log.warning("limit via=%s client=%s from=%s: %s", via, client_name, mail.mail_from, exc)
@@ -127,5 +130,16 @@ async def admit(
         )
     metrics.mail_accepted.labels(way).inc()
     for account in dict.fromkeys(r.account for r in verdict.requests):
-        intake.wake(account)
+        runtime.wake(account)
     return Admission("queued", enqueued)
+
+
+def fingerprint(message_id: str, mail_from: str, raw: bytes) -> str | None:
+    """Same Message-ID, sender and body: a client resubmitting after a lost reply."""
+    if not message_id:
+        return None
+    _, _, body = raw.partition(b"\r\n\r\n")
+    digest = hashlib.sha256()
+    for part in (message_id.encode(), b"\x00", mail_from.lower().encode(), b"\x00", body):
+        digest.update(part)
+    return digest.hexdigest()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.errors import OutboxError
-from bridge.outbox import Outbox, Refusal
+from bridge.outbox import Outbox, Refusal, intake
 
 log = logging.getLogger("bridge.refused")
 
@@ -88,6 +88,6 @@ class RefusalLog:
         refusal = Refusal(via, stage, peer, client, mail_from, address, reason, times=seen.unwritten)
         seen.written, seen.unwritten = now, 0
         try:
-            await self.outbox.refused(refusal)
+            await self.outbox.run(intake.refused, refusal)
         except OutboxError as exc:  # the refusal itself was answered; only its record is missing
             log.debug("could not record the refusal: %s", exc)

@@ -24,15 +24,15 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.access import may_use_route, webhook_client
 from bridge.config import Config
+from bridge.core.access import may_use_route, webhook_client
+from bridge.core.formats.alerts import WebhookError, from_webhook
+from bridge.core.intake import decide
+from bridge.core.model import InboundMail
 from bridge.errors import OutboxError
-from bridge.formats.alerts import WebhookError, from_webhook
 from bridge.ingress.accept import admit
-from bridge.ingress.context import Intake
-from bridge.intake import decide
-from bridge.model import InboundMail
 from bridge.outbox import Outbox
+from bridge.runtime import Runtime
 
 log = logging.getLogger("bridge.webhook")
 
@@ -44,12 +44,12 @@ def _reply(status: int, error: str, **extra: Any) -> web.Response:
 
 class AlertWebhook:
     def __init__(
-        self, config: Config, outbox: Outbox, intake: Intake, stopping: Callable[[], bool] = lambda: False
+        self, config: Config, outbox: Outbox, runtime: Runtime, stopping: Callable[[], bool] = lambda: False
     ) -> None:
         self.config = config
         self.stopping = stopping
         self.outbox = outbox
-        self.intake = intake
+        self.runtime = runtime
 
     @property
     def max_size(self) -> int:
@@ -59,7 +59,7 @@ class AlertWebhook:
         response = await self._handle(request)
         if response.status != 200 and response.status not in (403, 429):  # those two are counted by admit
             reason = {400: "request", 401: "auth", 404: "route", 413: "size", 422: "field", 503: "unavailable"}
-            self.intake.metrics.refused("webhook", "webhook", reason.get(response.status, str(response.status)))
+            self.runtime.metrics.refused("webhook", "webhook", reason.get(response.status, str(response.status)))
         return response
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -116,7 +116,7 @@ class AlertWebhook:
             admission = await admit(
                 self.config,
                 self.outbox,
-                self.intake,
+                self.runtime,
                 client_name=client_name,
                 mail=mail,
                 verdict=verdict,

@@ -1,9 +1,13 @@
 """The outbox: every accepted SMS, durably, with its state.
 
-- :mod:`~bridge.outbox.types`: the :class:`Outbox` protocol and its value types;
-- :mod:`~bridge.outbox.states`: the message and notice state machines;
+- :mod:`~bridge.outbox.base`: :class:`Outbox`, what both backends offer async code;
+- :mod:`~bridge.outbox.tx`: what an operation is given (a transaction, its dialect and clock);
+- the operations, by stage: :mod:`~bridge.outbox.intake`, :mod:`~bridge.outbox.claims`,
+  :mod:`~bridge.outbox.results`, :mod:`~bridge.outbox.notices`, :mod:`~bridge.outbox.views`,
+  :mod:`~bridge.outbox.actions`, :mod:`~bridge.outbox.upkeep` (rows and history:
+  :mod:`~bridge.outbox.rows`);
+- :mod:`~bridge.outbox.types`, :mod:`~bridge.outbox.states`: value types and state machines;
 - :mod:`~bridge.outbox.schema`: the schema and its migrations (SQLite and PostgreSQL);
-- :mod:`~bridge.outbox.ops`: every state change, as SQL both backends run;
 - :mod:`~bridge.outbox.sqlite`: the SQLite backend (the embedded default);
 - :mod:`~bridge.outbox.pg`: the PostgreSQL backend (several bridges, one outbox).
 """
@@ -11,29 +15,15 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.errors import DailyCapReached, LimitExceeded, LimitReached, NoOutbox, OutboxError
-from bridge.outbox.ops import (
-    Store,
-    Tx,
-    op_cancel,
-    op_claim,
-    op_clock,
-    op_counts,
-    op_enqueue,
-    op_get,
-    op_history,
-    op_list,
-    op_mark_not_sent,
-    op_pace,
-    op_paced_until,
-    op_requeue,
-    op_unclaim,
-)
+from bridge.outbox import actions, claims, intake, notices, results, upkeep, views
+from bridge.outbox.base import Outbox
 from bridge.outbox.schema import connect, migrate
 from bridge.outbox.sqlite import SqliteOutbox
 from bridge.outbox.states import (
@@ -48,6 +38,7 @@ from bridge.outbox.states import (
     Notice,
     State,
 )
+from bridge.outbox.tx import Settings, Tx
 from bridge.outbox.types import (
     Accepted,
     Delivery,
@@ -57,7 +48,6 @@ from bridge.outbox.types import (
     ImapKey,
     Leadership,
     Origin,
-    Outbox,
     Pacing,
     Refusal,
     Rejection,
@@ -71,10 +61,16 @@ if TYPE_CHECKING:
     from bridge.config import QueueConfig
 
 
-def open_outbox(queue: QueueConfig) -> Store:
+def settings(queue: QueueConfig, *, shared: bool = False) -> Settings:
+    """The outbox settings ``queue`` gives (the instance: ``queue.instance``, else the host's name)."""
+    instance = queue.instance or (socket.gethostname() if shared else "local")
+    return Settings(instance=instance, lease=queue.lease, dedupe_window=queue.dedupe_window, shared=shared)
+
+
+def open_outbox(queue: QueueConfig) -> Outbox:
     """The outbox ``queue`` describes, to be entered with ``async with``."""
     if queue.url is None:
-        return SqliteOutbox(queue.path, dedupe_window=queue.dedupe_window)
+        return SqliteOutbox(queue.path, settings=settings(queue))
     from bridge.outbox.pg import PgOutbox  # noqa: PLC0415  (psycopg only when PostgreSQL is used)
 
     return PgOutbox(
@@ -92,8 +88,9 @@ def transaction(queue: QueueConfig) -> Iterator[Tx]:
             relative = "" if path.is_absolute() else f", relative to the working directory {Path.cwd()}"
             raise NoOutbox(f"no outbox at {path.absolute()} (queue.path {queue.path}{relative})")
         conn = connect(path)
+        conn.settings = settings(queue)
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.begin()
             yield conn
             conn.execute("COMMIT")
         except BaseException:
@@ -139,26 +136,21 @@ __all__ = [
     "RejectionRow",
     "Row",
     "Search",
+    "Settings",
     "SqliteOutbox",
     "State",
-    "Store",
     "Tx",
+    "actions",
+    "claims",
     "connect",
+    "intake",
     "migrate",
     "new_mail_id",
-    "op_cancel",
-    "op_claim",
-    "op_clock",
-    "op_counts",
-    "op_enqueue",
-    "op_get",
-    "op_history",
-    "op_list",
-    "op_mark_not_sent",
-    "op_pace",
-    "op_paced_until",
-    "op_requeue",
-    "op_unclaim",
+    "notices",
     "open_outbox",
+    "results",
+    "settings",
     "transaction",
+    "upkeep",
+    "views",
 ]

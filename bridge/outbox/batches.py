@@ -8,8 +8,8 @@ import queue
 from collections.abc import Callable
 from typing import Any
 
-#: an operation on a connection, and the future its caller awaits
-Job = tuple[Callable[[Any], Any], "asyncio.Future[Any]"]
+#: an operation on a connection, its arguments after the connection, and the future its caller awaits
+Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
 #: a job's future with its result, or the error it raised
 Settled = tuple["asyncio.Future[Any]", Any, BaseException | None]
 

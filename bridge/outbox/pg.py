@@ -1,4 +1,4 @@
-"""The PostgreSQL outbox: several bridges, one queue, no single point of failure.
+r"""The PostgreSQL outbox: several bridges, one queue, no single point of failure.
 
 Selected by ``queue.url: postgresql://user:password@host:port/db``. It runs the
 same operations as the SQLite backend (:mod:`bridge.outbox.ops`), with what
@@ -12,7 +12,7 @@ several instances need on top:
   pool checks each connection before lending it and reconnects in the
   background, so a database restart costs ``451`` replies, not a restart of
   the bridge. One ``AsyncConnection`` per instance (the *presence*) holds the
-  instance's advisory lock and its leaderships, and ``LISTEN``\\s.
+  instance's advisory lock and its leaderships, and ``LISTEN``\s.
 - **Claims** lock rows with ``FOR UPDATE SKIP LOCKED`` under a per-account
   transaction lock (so two instances never pace one number twice), and lease
   them to the instance (``claimed_by``, ``lease_until``) with a fencing token
@@ -32,155 +32,51 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import queue
-import re
 import socket
 import threading
 import time
-import urllib.parse
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bridge.errors import Displaced, OutboxError
+from bridge.outbox.base import Outbox
 from bridge.outbox.batches import Job, Settled, settle_all, take_batch
-from bridge.outbox.ops import Store, op_prune_seen, op_prune_usage, op_recover, op_renew
+from bridge.outbox.claims import renew
+from bridge.outbox.pg_tx import CHANNEL, DB_EPOCH, PgTx, lock_key, presence_name, records, redact, transaction
 from bridge.outbox.schema import pg_migrate
+from bridge.outbox.tx import Settings, Tx
 from bridge.outbox.types import Leadership
+from bridge.outbox.upkeep import prune_seen, prune_usage, recover
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
 log = logging.getLogger("bridge.outbox")
 
-#: the channel instances wake each other on: ``queued:<account>``, ``queued:*``, ``notice``
-CHANNEL = "sms_bridge"
+
 #: how often the presence connection looks for leaderships to take and checks it is alive
 PRESENCE_TICK = 1.0
 
-#: the database's clock, as seconds since the epoch: what every bridge reckons time by
-DB_EPOCH = "extract(epoch FROM clock_timestamp())::float8"
 
-
-def presence_name(instance: str) -> str:
-    """The ``application_name`` of an instance's presence session (``pg_stat_activity``)."""
-    return f"sms-bridge {instance} presence"[:63]
-
-
-@functools.lru_cache(maxsize=512)
-def _translate(sql: str) -> str:
-    """SQLite's ``?`` placeholders as psycopg's ``%s`` (and literal ``%`` doubled)."""
-    return sql.replace("%", "%%").replace("?", "%s")
-
-
-class Record:
-    """A row readable by position and by column name, like ``sqlite3.Row``."""
-
-    __slots__ = ("_index", "_values")
-
-    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
-        self._values = values
-        self._index = index
-
-    def __getitem__(self, key: int | str) -> Any:
-        return self._values[key if isinstance(key, int) else self._index[key]]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-
-def records(cursor: Any) -> Callable[[Sequence[Any]], Record]:
-    """psycopg row factory making :class:`Record`\\s."""
-    description = cursor.description or []
-    index = {column.name: i for i, column in enumerate(description)}
-    return lambda values: Record(values, index)
-
-
-class PgTx:
-    """A pooled connection inside the batch's transaction, as the operations see it."""
-
-    for_update = " FOR UPDATE SKIP LOCKED"
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
-        #: what to ``NOTIFY`` when the transaction commits (once each)
-        self.wakes: dict[str, None] = {}
-
-    def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
-        return self.conn.execute(_translate(sql), parameters or None)
-
-    def executemany(self, sql: str, parameters: Iterable[Any], /) -> psycopg.Cursor[Any]:
-        rows = list(parameters)
-        if len(rows) == 1:  # the usual case: one round trip, without a pipeline's sync
-            return self.execute(sql, rows[0])
-        cursor = self.conn.cursor()
-        if rows:
-            cursor.executemany(_translate(sql), rows)
-        return cursor
-
-    def lock(self, key: str) -> None:
-        """Wait for ``key``'s lock, held until the transaction ends (every instance)."""
-        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(key),))
-
-    def clock(self) -> float:
-        """The database's clock (``clock_timestamp``), as seconds since the epoch."""
-        rec = self.conn.execute(f"SELECT {DB_EPOCH}").fetchone()
-        return float(rec[0]) if rec else time.time()
-
-    def notify(self, what: str) -> None:
-        """Sent to every listening instance when (and if) the transaction commits: queued
-        here and sent once, by :meth:`send_wakes`, just before the commit. (A job rolled
-        back to its savepoint may leave a wake-up behind: a harmless look at the queue.)"""
-        self.wakes[what] = None
-
-    def send_wakes(self) -> None:
-        for what in self.wakes:
-            self.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, what))
-        self.wakes.clear()
-
-
-def lock_key(name: str) -> int:
-    """A stable 64-bit advisory lock key for ``name``."""
-    return int.from_bytes(zlib.crc32(name.encode()).to_bytes(4, "big") * 2, "big", signed=True)
-
-
-_URL_PASSWORD = re.compile(r"(://[^:/@]*):([^@]*)@")
-
-
-def redact(text: str, url: str = "") -> str:
-    """``text`` (a URL, or an error about one) without a URL's password, and without
-    ``url``'s password wherever else it appears (as written, or decoded)."""
-    secrets = set()
-    match = _URL_PASSWORD.search(url)
-    if match:
-        secrets = {match.group(2), urllib.parse.unquote(match.group(2))}
-    text = _URL_PASSWORD.sub(r"\1:***@", text)
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 3:
-            text = text.replace(secret, "***")
-    return text
-
-
-class PgOutbox(Store):
+class PgOutbox(Outbox):
     """The outbox in PostgreSQL. Use as ``async with PgOutbox(url, instance="a") as outbox``."""
-
-    shared = True
 
     def __init__(
         self,
         url: str,
         *,
         instance: str | None = None,
-        dedupe_window: float = 86400.0,
-        lease: float = 30.0,
+        dedupe_window: float | None = None,
+        lease: float | None = None,
         lanes: int = 8,
         max_group: int = 64,
         connect_timeout: float = 5.0,
@@ -189,14 +85,17 @@ class PgOutbox(Store):
         #: the name asked for (``queue.instance``), or None: the host's name, or the first
         #: of ``<host>-2``, ``<host>-3``, … that no running bridge is
         self.asked = instance
-        self.instance = instance or socket.gethostname()
-        self.dedupe_window = dedupe_window
-        self.lease = lease
+        defaults = Settings()
+        self.settings = Settings(
+            instance=instance or socket.gethostname(),
+            lease=defaults.lease if lease is None else lease,
+            dedupe_window=defaults.dedupe_window if dedupe_window is None else dedupe_window,
+            shared=True,
+        )
         self.lanes = lanes
         self.max_group = max_group
         self.connect_timeout = connect_timeout
         self.commits = 0
-        self.at_least_once: tuple[str, ...] = ()
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -330,13 +229,13 @@ class PgOutbox(Store):
             results: list[Settled] = []
             try:
                 with self._pool.connection(timeout=self.connect_timeout) as conn:
-                    tx = PgTx(conn)
+                    tx = PgTx(conn, self.settings, self.clock())
                     alone = len(batch) == 1  # no savepoint needed: its failure is the transaction's
-                    for fn, future in batch:
+                    for op, args, kwargs, future in batch:
                         if not alone:
                             conn.execute("SAVEPOINT job")
                         try:
-                            result = fn(tx)
+                            result = op(tx, *args, **kwargs)
                         except psycopg.errors.TransactionRollback:
                             raise  # a deadlock or serialisation failure: the whole batch again
                         except psycopg.OperationalError:
@@ -356,17 +255,17 @@ class PgOutbox(Store):
                 return results
             except psycopg.errors.TransactionRollback as exc:
                 if attempt == 2:
-                    return [(future, None, self._error(exc)) for _, future in batch]
+                    return [(future, None, self._error(exc)) for *_, future in batch]
             except (psycopg.Error, PoolTimeout) as exc:
-                return [(future, None, self._error(exc)) for _, future in batch]
+                return [(future, None, self._error(exc)) for *_, future in batch]
         return []  # pragma: no cover  (the loop returns)
 
-    async def run(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(tx)`` in a committed transaction; its result."""
+    async def run(self, op: Callable[Concatenate[Tx, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``op(tx, *args, **kwargs)`` in a committed transaction; its result."""
         if self._loop is None or not any(t.is_alive() for t in self._threads):
             raise OutboxError("the outbox is closed")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put((fn, future))
+        self._jobs.put((op, args, kwargs, future))
         return await future
 
     async def health(self) -> tuple[bool, str]:
@@ -379,10 +278,6 @@ class PgOutbox(Store):
         return True, self.describe()
 
     # -- several instances -------------------------------------------------------
-
-    async def start_up(self, *, at_least_once: Sequence[str]) -> dict[str, int]:
-        self.at_least_once = tuple(at_least_once)
-        return await super().start_up(at_least_once=at_least_once)
 
     async def rate_slot(self, account: str, interval: float) -> float:
         """Take ``account``'s next request slot, ``interval`` after the one before it,
@@ -424,7 +319,7 @@ class PgOutbox(Store):
             try:
                 for name in candidates:
                     if await self._try_identity(conn, name):
-                        self.instance = name
+                        self.settings = replace(self.settings, instance=name)
                         await self._set_name(conn)  # it connected under the first candidate's
                         return conn
             except psycopg.Error as exc:  # the connection dropped just now
@@ -573,7 +468,7 @@ class PgOutbox(Store):
 
     async def _heartbeat(self) -> None:
         """Renew this instance's leases, and return what dead instances held."""
-        every = max(self.lease / 3, 0.5)
+        every = max(self.settings.lease / 3, 0.5)
         failing = False
         while not self._closing.is_set():
             try:
@@ -605,12 +500,12 @@ class PgOutbox(Store):
                    started = excluded.started, seen = excluded.seen""",
             (self.instance, socket.gethostname(), os.getpid(), self._started, now),
         )
-        renewed = op_renew(tx, self.instance, now + self.lease)
-        recovered = op_recover(tx, now, self.at_least_once, expired_only=True)
+        renewed = renew(tx, self.instance, now + self.settings.lease)
+        recovered = recover(tx, self.at_least_once, expired_only=True)
         self.beats += 1
         if self.beats % 30 == 1:  # now and then: forget old fingerprints and counts
-            op_prune_seen(tx, now - self.dedupe_window)
-            op_prune_usage(tx, now)
+            prune_seen(tx, now - self.settings.dedupe_window)
+            prune_usage(tx)
         return renewed, recovered
 
     async def instances(self) -> list[tuple[str, str, float]]:
@@ -625,17 +520,4 @@ class PgOutbox(Store):
         return await self.run(read)
 
 
-@contextlib.contextmanager
-def transaction(url: str) -> Iterator[PgTx]:
-    """One committed transaction, outside a running bridge (``sms-bridge queue``)."""
-    try:
-        conn = psycopg.connect(url, row_factory=records, connect_timeout=5)
-    except psycopg.Error as exc:
-        raise OutboxError(f"cannot reach the PostgreSQL outbox {redact(url)}: {redact(str(exc), url)}") from exc
-    try:
-        with conn.transaction():
-            yield PgTx(conn)
-    except psycopg.Error as exc:
-        raise OutboxError(f"the PostgreSQL outbox failed: {redact(str(exc), url)}") from exc
-    finally:
-        conn.close()
+__all__ = ["PgOutbox", "PgTx", "presence_name", "redact", "transaction"]

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bridge.outbox.tx import SqliteTx
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the unversioned schema of the first releases
     """
@@ -227,10 +229,10 @@ def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
     return before, LATEST
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
+def connect(path: str | Path) -> SqliteTx:
     """A connection with the outbox's pragmas, its schema brought up to date."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30, factory=SqliteTx)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")

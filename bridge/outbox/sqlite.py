@@ -6,8 +6,8 @@ runs on one writer thread; operations that arrive while a transaction is being
 committed are grouped into the next one, so one fsync serves many SMTP
 sessions (group commit) and nothing blocks the event loop.
 
-The operations themselves are in :mod:`bridge.outbox.ops`, shared with the
-PostgreSQL backend.
+The operations themselves are in the stage modules (:mod:`bridge.outbox.base`), shared
+with the PostgreSQL backend.
 """
 
 from __future__ import annotations
@@ -21,26 +21,28 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from bridge.errors import OutboxError
+from bridge.outbox.base import Outbox
 from bridge.outbox.batches import Job, Settled, settle, settle_all, take_batch
-from bridge.outbox.ops import Store
 from bridge.outbox.schema import connect
+from bridge.outbox.tx import Settings, SqliteTx, Tx
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
-class SqliteOutbox(Store):
+class SqliteOutbox(Outbox):
     """The outbox, for async code: every operation runs on one writer thread.
 
     Use as ``async with SqliteOutbox(path) as outbox``.
     """
 
-    def __init__(self, path: str | Path, *, dedupe_window: float = 86400.0, max_group: int = 256) -> None:
+    def __init__(self, path: str | Path, *, settings: Settings | None = None, max_group: int = 256) -> None:
         self.path = Path(path)
         self._lock: int | None = None
-        self.dedupe_window = dedupe_window
+        self.settings = settings or Settings()
         self.max_group = max_group
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -93,6 +95,7 @@ class SqliteOutbox(Store):
             error = OutboxError(f"cannot open the outbox {self.path}: {exc}")
             loop.call_soon_threadsafe(settle, ready, None, error)
             return
+        conn.settings = self.settings
         loop.call_soon_threadsafe(settle, ready, None, None)
         try:
             while True:
@@ -103,14 +106,14 @@ class SqliteOutbox(Store):
         finally:
             conn.close()
 
-    def _run_batch(self, loop: asyncio.AbstractEventLoop, conn: sqlite3.Connection, batch: list[Job]) -> None:
+    def _run_batch(self, loop: asyncio.AbstractEventLoop, conn: SqliteTx, batch: list[Job]) -> None:
         results: list[Settled] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, future in batch:
+            conn.begin()
+            for op, args, kwargs, future in batch:
                 conn.execute("SAVEPOINT job")
                 try:
-                    result = fn(conn)
+                    result = op(conn, *args, **kwargs)
                 except Exception as exc:  # noqa: BLE001  (handed to the caller of this one job)
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
@@ -124,19 +127,19 @@ class SqliteOutbox(Store):
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             error = OutboxError(f"the outbox could not commit: {exc}")
-            results = [(future, None, error) for _, future in batch]
+            results = [(future, None, error) for *_, future in batch]
         settled = [
             (future, result, OutboxError(f"outbox operation failed: {err}") if isinstance(err, sqlite3.Error) else err)
             for future, result, err in results
         ]
         loop.call_soon_threadsafe(settle_all, settled)  # one wake-up of the loop per batch
 
-    async def run(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(conn)`` in a committed (and synced) transaction; its result."""
+    async def run(self, op: Callable[Concatenate[Tx, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``op(tx, *args, **kwargs)`` in a committed (and synced) transaction; its result."""
         if self._loop is None or self._thread is None or not self._thread.is_alive():
             raise OutboxError("the outbox is closed")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put((fn, future))
+        self._jobs.put((op, args, kwargs, future))
         return await future
 
 

@@ -9,7 +9,7 @@ import httpx
 
 from bridge.config import KwtsmsHttpAccount, OpentechHttpAccount
 from bridge.errors import AmbiguousDelivery, PermanentDelivery, TransientDelivery
-from bridge.providers import RateLimiter
+from bridge.providers.base import RateLimiter
 
 
 class HttpProvider:

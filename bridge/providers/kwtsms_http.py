@@ -13,10 +13,10 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from bridge.config import KwtsmsHttpAccount
+from bridge.core.model import SmsRequest
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
-from bridge.model import SmsRequest
-from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, Sent, credentials
 from bridge.providers._http import HttpProvider, raise_for_server_status, request
+from bridge.providers.base import MAX_NUMBERS_PER_CALL, Balance, OnStart, Sent, credentials
 
 #: code → (kind, plain words, seconds to wait before retrying)
 ERRORS: dict[str, tuple[str, str, float | None]] = {

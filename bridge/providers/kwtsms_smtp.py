@@ -16,9 +16,10 @@ from email.utils import formatdate, make_msgid
 import aiosmtplib
 
 from bridge.config import KwtsmsSmtpAccount
+from bridge.core.model import SmsRequest
 from bridge.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TransientDelivery
-from bridge.model import SmsRequest
-from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, RateLimiter, Sent, credentials
+from bridge.providers.base import MAX_NUMBERS_PER_CALL, Balance, OnStart, RateLimiter, Sent, credentials
+from bridge.relay import Relay
 
 _BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
 
@@ -78,14 +79,10 @@ class KwtSmsSmtp:
         if test:
             raise PermanentDelivery("KwtSMS's mail path has no test mode; send without --test")
         message = self.build_message(request)
-        smarthost = self.account.relay()
-        client = aiosmtplib.SMTP(**smarthost.client_settings(self.account.timeout))
+        relay = Relay(self.account.relay(), self.account.timeout)
         await self.limiter.wait()
         try:
-            await client.connect()
-            login = smarthost.login()
-            if login is not None:
-                await client.login(*login)
+            await relay.connect()
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise PermanentDelivery(f"the smarthost refused the login ({exc.code})", code=str(exc.code)) from exc
         except aiosmtplib.SMTPResponseException as exc:
@@ -95,7 +92,7 @@ class KwtSmsSmtp:
         try:
             if on_start is not None:
                 await on_start()
-            await client.send_message(message)
+            await relay.send(message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0] if exc.recipients else None
             if first is not None:
@@ -108,11 +105,7 @@ class KwtSmsSmtp:
                 f"the connection to the smarthost broke while sending ({type(exc).__name__}); it may have been taken"
             ) from exc
         finally:
-            if client.is_connected:
-                try:
-                    await client.quit()
-                except (aiosmtplib.SMTPException, OSError):
-                    client.close()
+            await relay.close()
         return Sent(
             message_id=str(message["Message-ID"]),
             numbers=len(request.numbers),

@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 
 from bridge.config import OpentechHttpAccount
+from bridge.core.model import SmsRequest
 from bridge.errors import AmbiguousDelivery, PermanentDelivery
-from bridge.model import SmsRequest
-from bridge.providers import MAX_NUMBERS_PER_CALL, Balance, OnStart, Sent, credentials
 from bridge.providers._http import HttpProvider, raise_for_server_status, request
+from bridge.providers.base import MAX_NUMBERS_PER_CALL, Balance, OnStart, Sent, credentials
 
 #: documented error sentence (lower case) → plain words
 ERRORS: dict[str, str] = {

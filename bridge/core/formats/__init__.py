@@ -1,0 +1,1 @@
+"""Input formats: an inbound mail → a :class:`~bridge.core.model.Draft`. Pure."""

@@ -1,1 +1,0 @@
-"""Input formats: an inbound mail → a :class:`~bridge.model.Draft`. Pure."""
